@@ -1,0 +1,806 @@
+"""``ShardedTTLCache``: a thread-safe, bounded, in-process cache with per-entry expiry.
+
+How it is built, and why:
+
+* **One index, many shards.** Every live entry sits in one ``dict`` (the index), so a
+  read is a single ``dict.get``: atomic in CPython, including the free-threaded build,
+  and it needs neither a lock nor shard arithmetic. Writes take the lock of the key's
+  shard (``hash(key) & (shards - 1)``), which also owns that shard's eviction queue,
+  its size bound and its in-flight loads.
+* **SIEVE eviction** ("SIEVE is Simpler than LRU", NSDI 2024). A hit only sets a
+  ``visited`` flag, with no reordering and no lock. When a shard is full, a hand sweeps
+  its queue from oldest to newest: it clears visited flags and evicts the first
+  unvisited entry. SIEVE's hit ratio matches or beats LRU's on web workloads. Each shard
+  evicts on its own, so the global order is approximate, as in every sharded cache.
+* **Expiry** is checked against the injected monotonic ``timer`` on every read. An
+  expired entry is never returned. It is removed lazily by the read that finds it, by
+  eviction, or by :meth:`ShardedTTLCache.expire`.
+* **Tags** use generations. ``invalidate_tags`` bumps a counter per tag in O(1), and an
+  entry whose stored generation is older reads as a miss. ``expire()`` removes such
+  entries physically.
+* **Versions** come from one process-wide counter, so an entry's version grows on
+  every write and :meth:`ShardedTTLCache.set` can compare-and-set with ``if_version``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import threading
+import time
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+)
+from dataclasses import dataclass
+from itertools import count
+from typing import Any, TypeVar
+
+from cacheplug.errors import ConfigurationError, UnhashableKeyError
+from cacheplug.singleflight import Flight
+from cacheplug.stats import CacheStats
+
+__all__ = ("NO_EXPIRY", "CacheListener", "Entry", "ShardedTTLCache")
+
+T = TypeVar("T")
+
+#: Pass as ``ttl`` to store an entry that never expires.
+NO_EXPIRY: float = math.inf
+
+MAX_SHARDS = 1024
+
+#: ``listener(event, key, value, version, expires_at, tags)``, called after a write,
+#: outside every lock, in the writing thread; the runtime uses it to feed the event bus
+#: and the write-ahead log. ``event`` is one of ``"set"``, ``"touch"``, ``"evict"``,
+#: ``"expire"`` (every field filled; ``expires_at`` in timer units, None for never),
+#: ``"delete"`` (only ``key``), ``"invalidate_tags"`` (only ``tags``) and ``"clear"``
+#: (nothing). Fields not filled are None, 0 or ().
+CacheListener = Callable[[str, Any, Any, int, "float | None", "tuple[Hashable, ...]"], None]
+
+_MISSING: Any = object()
+_NO_GENS: tuple[tuple[Hashable, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A read-only copy of one stored entry, as :meth:`ShardedTTLCache.get_entry` returns.
+
+    ``expires_at`` is in the cache's ``timer`` units; None for an entry that never
+    expires.
+    """
+
+    key: Hashable
+    value: Any
+    version: int
+    expires_at: float | None
+    tags: tuple[Hashable, ...]
+
+
+# An item is a small list, not a class instance: creating a list is ~5x cheaper than
+# running a __slots__ class's __init__, reads cost the same, and set-new pays for every
+# allocation. These names index it; nothing outside this module sees an item.
+_VALUE, _EXPIRES, _GENS, _VISITED, _VERSION, _SLOT, _KEY = range(7)
+_Item = list  # [value, expires_at, gens, visited, version, slot, key]
+_Gens = tuple[tuple[Hashable, int], ...]
+
+
+class _Shard:
+    """A write lock, a SIEVE queue and counters for one slice of the key space.
+
+    The queue is a list, oldest first, with ``None`` holes where entries left. It is
+    compacted when holes outnumber live entries, so removal stays O(1) amortized.
+    """
+
+    __slots__ = (
+        "capacity",
+        "deletes",
+        "evictions",
+        "expirations",
+        "flights",
+        "hand",
+        "holes",
+        "lock",
+        "queue",
+        "sets",
+        "size",
+    )
+
+    def __init__(self, capacity: int) -> None:
+        self.lock = threading.Lock()
+        self.capacity = capacity
+        self.queue: list[_Item | None] = []
+        self.hand = 0
+        self.size = 0
+        self.holes = 0
+        self.flights: dict[Hashable, Flight] = {}
+        self.sets = self.deletes = self.evictions = self.expirations = 0
+
+
+class ShardedTTLCache(MutableMapping[Hashable, Any]):
+    """A thread-safe, sharded, bounded cache with per-entry expiry and tags.
+
+    Reads take no lock; writes lock one shard. It is a ``MutableMapping`` that
+    ``cachetools.cached(cache=...)`` accepts (``cache[key]`` raises ``KeyError`` on a
+    miss).
+
+    Expiry, for ``ttl`` arguments and the constructor's default:
+
+    * ``ttl=None`` in a call means the cache's default ``ttl``. A default of None means
+      entries never expire.
+    * A positive number of seconds (in ``timer`` units) sets the entry to expire then.
+    * ``ttl=NO_EXPIRY`` (``math.inf``) stores an entry that never expires. It leaves
+      only by delete, eviction, tag invalidation or clear.
+    * ``ttl=0`` or a negative ``ttl`` means "already expired": ``set`` stores nothing
+      and removes any existing entry, as Django does for a timeout of 0.
+
+    :param maxsize: the most entries held at once, 1 to 2**31. It is split evenly
+        across the shards, and each shard evicts on its own when full.
+    :param ttl: the default time to live in seconds, or None for no expiry.
+    :param shards: the number of shards, a power of two from 1 to 1024. It is lowered
+        to the largest power of two not above ``maxsize``, so that no shard is empty.
+    :param timer: a monotonic clock returning seconds. Inject a fake one in tests.
+    :param listener: called after every write, outside every lock (see
+        :data:`CacheListener`).
+    :raises ConfigurationError: (a ``ValueError``) for an option out of range.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        maxsize: int = 100_000,
+        ttl: float | None = 300.0,
+        shards: int = 16,
+        timer: Callable[[], float] = time.monotonic,
+        listener: CacheListener | None = None,
+    ) -> None:
+        if not isinstance(maxsize, int) or isinstance(maxsize, bool) or not 1 <= maxsize <= 2**31:
+            raise ConfigurationError(f"maxsize must be an int from 1 to 2**31, got {maxsize!r}")
+        if (
+            not isinstance(shards, int)
+            or isinstance(shards, bool)
+            or not 1 <= shards <= MAX_SHARDS
+            or shards & (shards - 1)
+        ):
+            raise ConfigurationError(
+                f"shards must be a power of two from 1 to {MAX_SHARDS}, got {shards!r}"
+            )
+        if ttl is not None and (not isinstance(ttl, int | float) or not ttl > 0):
+            raise ConfigurationError(
+                f"ttl must be a positive number of seconds or None (no expiry), got {ttl!r}"
+            )
+        if not callable(timer):
+            raise ConfigurationError(f"timer must be a callable returning seconds, got {timer!r}")
+        while shards > maxsize:
+            shards //= 2
+        base, extra = divmod(maxsize, shards)
+        self._shards = [_Shard(base + (i < extra)) for i in range(shards)]
+        self._mask = shards - 1
+        self._maxsize = maxsize
+        self._ttl = math.inf if ttl is None else float(ttl)
+        self._timer = timer
+        self._listener = listener
+        self._data: dict[Hashable, _Item] = {}
+        self._versions = count(1)
+        self._tag_gens: dict[Hashable, int] = {}
+        self._tag_lock = threading.Lock()
+        self._hits = 0
+        self._misses = 0
+
+    # -- configuration ----------------------------------------------------------------
+
+    @property
+    def maxsize(self) -> int:
+        """The most entries the cache holds (cachetools' name)."""
+        return self._maxsize
+
+    @property
+    def currsize(self) -> int:
+        """Entries stored now, including expired ones not yet removed (cachetools' name)."""
+        return len(self._data)
+
+    @property
+    def ttl(self) -> float | None:
+        """The default time to live in seconds; None means no expiry."""
+        return None if self._ttl == math.inf else self._ttl
+
+    @property
+    def shard_count(self) -> int:
+        """The number of shards in use."""
+        return len(self._shards)
+
+    @property
+    def timer(self) -> Callable[[], float]:
+        """The clock that expiry times are measured on."""
+        return self._timer
+
+    def set_listener(self, listener: CacheListener | None) -> None:
+        """Install (or remove, with None) the write listener. Used by the runtime."""
+        self._listener = listener
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        """Return the live value for ``key``, or ``default`` on a miss.
+
+        Takes no lock. An expired or tag-invalidated entry counts as a miss.
+
+        :raises UnhashableKeyError: (a ``TypeError``) if ``key`` is not hashable.
+        """
+        try:
+            item = self._data.get(key)
+        except TypeError:
+            raise UnhashableKeyError(key) from None
+        if (
+            item is not None
+            and item[_EXPIRES] > self._timer()
+            and (not item[_GENS] or self._tags_current(item[_GENS]))
+        ):
+            if not item[_VISITED]:  # a read, not a write, on the hot path: no dirty line
+                item[_VISITED] = True
+            self._hits += 1
+            return item[_VALUE]
+        self._misses += 1
+        if item is not None:
+            self._remove_dead(item)
+        return default
+
+    def get_many(self, keys: Iterable[Hashable]) -> dict[Hashable, Any]:
+        """Return a dict of the live values among ``keys``; misses are left out."""
+        found = {}
+        for key in keys:
+            value = self.get(key, _MISSING)
+            if value is not _MISSING:
+                found[key] = value
+        return found
+
+    def get_entry(self, key: Hashable) -> Entry | None:
+        """Return a copy of the live entry for ``key`` (value, version, expiry, tags), or None.
+
+        The copy is taken under the shard lock, so value and version belong together.
+        Does not count as a hit or miss and does not mark the entry as recently used.
+        """
+        shard = self._shard_for(key)
+        with shard.lock:
+            item = self._data.get(key)
+            if item is None or not self._alive(item, self._timer()):
+                return None
+            expires_at = item[_EXPIRES]
+            return Entry(
+                key,
+                item[_VALUE],
+                item[_VERSION],
+                None if expires_at == math.inf else expires_at,
+                tuple(tag for tag, _ in item[_GENS]),
+            )
+
+    def __contains__(self, key: object) -> bool:
+        """True if ``key`` has a live entry. Touches no counter."""
+        try:
+            item = self._data.get(key)  # type: ignore[call-overload]
+        except TypeError:
+            raise UnhashableKeyError(key) from None
+        return item is not None and self._alive(item, self._timer())
+
+    def __getitem__(self, key: Hashable) -> Any:
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def __len__(self) -> int:
+        """Entries stored now. Expired entries not yet removed are counted until
+        a read, an eviction or :meth:`expire` removes them."""
+        return len(self._data)
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self.keys())
+
+    def items(self) -> list[tuple[Hashable, Any]]:  # type: ignore[override]
+        """Return a snapshot list of live ``(key, value)`` pairs.
+
+        The list is a copy taken at one instant (one atomic ``dict.copy``), so it is
+        safe to iterate while other threads write, and to delete keys while looping.
+        """
+        now = self._timer()
+        alive = self._alive
+        return [(key, item[_VALUE]) for key, item in self._data.copy().items() if alive(item, now)]
+
+    def keys(self) -> list[Hashable]:  # type: ignore[override]
+        """Return a snapshot list of live keys (see :meth:`items`)."""
+        return [key for key, _ in self.items()]
+
+    def values(self) -> list[Any]:  # type: ignore[override]
+        """Return a snapshot list of live values (see :meth:`items`)."""
+        return [value for _, value in self.items()]
+
+    # -- writes -------------------------------------------------------------------------
+
+    def set(
+        self,
+        key: Hashable,
+        value: Any,
+        ttl: float | None = None,
+        tags: Iterable[Hashable] = (),
+        *,
+        if_version: int | None = None,
+    ) -> bool:
+        """Store ``value`` under ``key`` and return True; with ``if_version``, only if it matches.
+
+        :param ttl: seconds to live. See the class docstring for None, 0 and NO_EXPIRY.
+        :param tags: hashable tags (usually str) for :meth:`invalidate_tags`.
+        :param if_version: compare-and-set. Store only if the live entry's version
+            equals this number, or, with ``0``, only if there is no live entry.
+            Return False otherwise.
+        :raises UnhashableKeyError: if ``key`` is not hashable.
+        :raises TypeError: if ``ttl`` is not a number.
+        """
+        now = self._timer()
+        expires_at = now + self._ttl if ttl is None else self._expiry(ttl, now)
+        try:
+            shard = self._shards[hash(key) & self._mask]
+        except TypeError:
+            raise UnhashableKeyError(key) from None
+        gens = self._gens_for(tags) if tags else _NO_GENS
+        evicted = None
+        with shard.lock:
+            if if_version is not None and self._version_locked(key, now) != if_version:
+                return False
+            if expires_at > now:
+                item, evicted = self._store_locked(shard, key, value, expires_at, gens, now, None)
+            else:
+                item = None
+                removed = self._unlink_locked(shard, key)
+        listener = self._listener
+        if listener is not None:
+            if evicted is not None:
+                self._notify("evict", evicted)
+            if item is not None:
+                listener("set", key, value, item[_VERSION], expires_at, tuple(tags))
+            elif removed is not None:
+                listener("delete", key, None, 0, None, ())
+        return True
+
+    def set_many(self, mapping: Mapping[Hashable, Any], ttl: float | None = None) -> None:
+        """Store every pair of ``mapping`` with the same ``ttl``."""
+        for key, value in mapping.items():
+            self.set(key, value, ttl)
+
+    def touch(self, key: Hashable, ttl: float | None = None) -> bool:
+        """Give a live entry a new expiry; return False if there is no live entry.
+
+        The entry keeps its value and version. A ``ttl`` of 0 or less expires it now.
+        """
+        now = self._timer()
+        expires_at = now + self._ttl if ttl is None else self._expiry(ttl, now)
+        shard = self._shard_for(key)
+        with shard.lock:
+            item = self._data.get(key)
+            if item is None or not self._alive(item, now):
+                return False
+            if expires_at > now:
+                item[_EXPIRES] = expires_at  # one store: readers see the old or the new
+            else:
+                self._unlink_locked(shard, key)
+        if self._listener is not None:
+            if expires_at > now:
+                self._notify("touch", item)
+            else:
+                self._listener("delete", key, None, 0, None, ())
+        return True
+
+    def delete(self, key: Hashable) -> bool:
+        """Remove ``key`` now; return True if a live entry was removed.
+
+        The next ``get`` in this process misses. A ``get_or_set`` for the key that is
+        running now will still return its value to its callers, but will not store it.
+
+        :raises UnhashableKeyError: if ``key`` is not hashable.
+        """
+        try:
+            shard = self._shards[hash(key) & self._mask]
+        except TypeError:
+            raise UnhashableKeyError(key) from None
+        with shard.lock:
+            item = self._unlink_locked(shard, key)
+        if item is None:
+            return False
+        if self._listener is not None:
+            self._listener("delete", key, None, 0, None, ())
+        return self._alive(item, self._timer())
+
+    def delete_many(self, keys: Iterable[Hashable]) -> int:
+        """Remove every key in ``keys``; return how many live entries were removed."""
+        return sum(self.delete(key) for key in keys)
+
+    def __setitem__(self, key: Hashable, value: Any) -> None:
+        self.set(key, value)
+
+    def __delitem__(self, key: Hashable) -> None:
+        if not self.delete(key):
+            raise KeyError(key)
+
+    def invalidate_tags(self, *tags: Hashable) -> None:
+        """Make every entry carrying any of ``tags`` read as a miss, in O(len(tags)).
+
+        Nothing is scanned: each tag's generation goes up, and entries stored under an
+        older generation are dead from now on. :meth:`expire` frees their memory.
+        """
+        if not tags:
+            return
+        with self._tag_lock:
+            gens = self._tag_gens
+            for tag in tags:
+                gens[tag] = gens.get(tag, 0) + 1
+        if self._listener is not None:
+            self._listener("invalidate_tags", None, None, 0, None, tags)
+
+    def clear(self) -> None:
+        """Remove every entry. Loads running now return their values but store nothing."""
+        for shard in self._shards:
+            shard.lock.acquire()
+        try:
+            self._data.clear()
+            for shard in self._shards:
+                shard.queue = []
+                shard.hand = shard.size = shard.holes = 0
+                for flight in shard.flights.values():
+                    flight.stale = True
+        finally:
+            for shard in reversed(self._shards):
+                shard.lock.release()
+        if self._listener is not None:
+            self._listener("clear", None, None, 0, None, ())
+
+    def expire(self) -> int:
+        """Remove expired and tag-invalidated entries now; return how many were removed.
+
+        Locks one shard at a time. The deferred worker's sweeper calls this periodically.
+        """
+        removed: list[_Item] = []
+        for shard in self._shards:
+            with shard.lock:
+                now = self._timer()
+                for item in shard.queue:
+                    if item is not None and not self._alive(item, now):
+                        self._drop_locked(shard, item)
+                        shard.expirations += 1
+                        removed.append(item)
+                self._maybe_compact_locked(shard)
+        for item in removed:
+            self._notify("expire", item)
+        return len(removed)
+
+    # -- single-flight loads ---------------------------------------------------------------
+
+    def get_or_set(
+        self,
+        key: Hashable,
+        factory: Callable[[], T],
+        ttl: float | None = None,
+        tags: Iterable[Hashable] = (),
+    ) -> T:
+        """Return the live value for ``key``, or compute it once with ``factory`` and store it.
+
+        Single-flight across threads: concurrent misses on one key run ``factory``
+        once, and the other callers wait for its result. If ``factory`` raises, every
+        waiter gets that exception, nothing is cached, and the key is free for the
+        next caller. If the key is deleted, overwritten or cleared while ``factory``
+        runs, the result is returned but not stored.
+
+        :raises UnhashableKeyError: if ``key`` is not hashable.
+        :raises Exception: whatever ``factory`` raised.
+        """
+        value = self.get(key, _MISSING)
+        if value is not _MISSING:
+            return value
+        tags = tuple(tags)
+        shard = self._shard_for(key)
+        while True:
+            flight, leader, value = self._join_flight(shard, key, tags)
+            if value is not _MISSING:
+                return value
+            if not leader:
+                flight.wait()
+                if flight.retry:
+                    continue
+                if flight.error is not None:
+                    raise flight.error
+                return flight.value
+            try:
+                value = factory()
+            except Exception as exc:
+                self._finish_flight(shard, key, flight, error=exc)
+                raise
+            except BaseException:
+                self._finish_flight(shard, key, flight, retry=True)
+                raise
+            self._finish_flight(shard, key, flight, value=value, ttl=ttl, tags=tags)
+            return value
+
+    async def aget_or_set(
+        self,
+        key: Hashable,
+        factory: Callable[[], Awaitable[T]],
+        ttl: float | None = None,
+        tags: Iterable[Hashable] = (),
+    ) -> T:
+        """The asyncio form of :meth:`get_or_set`: ``factory`` returns an awaitable.
+
+        Waiters await a future, so no thread blocks in the event loop. Loads are shared
+        with :meth:`get_or_set` callers in other threads. If the leading task is
+        cancelled, one of the waiters takes over the load, and the others keep waiting.
+
+        :raises TypeError: if ``factory`` does not return an awaitable.
+        """
+        value = self.get(key, _MISSING)
+        if value is not _MISSING:
+            return value
+        tags = tuple(tags)
+        shard = self._shard_for(key)
+        while True:
+            flight, leader, value = self._join_flight(shard, key, tags)
+            if value is not _MISSING:
+                return value
+            if not leader:
+                waiter = flight.async_waiter()
+                if waiter is not None:
+                    await waiter
+                if flight.retry:
+                    continue
+                if flight.error is not None:
+                    raise flight.error
+                return flight.value
+            try:
+                result = factory()
+                if not inspect.isawaitable(result):
+                    raise TypeError(
+                        f"aget_or_set needs a factory returning an awaitable, got "
+                        f"{type(result).__name__}; use get_or_set for a plain function"
+                    )
+                value = await result
+            except Exception as exc:
+                self._finish_flight(shard, key, flight, error=exc)
+                raise
+            except BaseException:  # cancelled: let a waiter lead instead
+                self._finish_flight(shard, key, flight, retry=True)
+                raise
+            self._finish_flight(shard, key, flight, value=value, ttl=ttl, tags=tags)
+            return value
+
+    def _join_flight(
+        self, shard: _Shard, key: Hashable, tags: tuple[Hashable, ...]
+    ) -> tuple[Flight, bool, Any]:
+        """Under the shard lock: return a live value, or the flight to lead or to wait on."""
+        with shard.lock:
+            item = self._data.get(key)
+            if item is not None and self._alive(item, self._timer()):
+                item[_VISITED] = True
+                return None, False, item[_VALUE]  # type: ignore[return-value]
+            flight = shard.flights.get(key)
+            if flight is not None:
+                return flight, False, _MISSING
+            flight = Flight(self._gens_for(tags) if tags else _NO_GENS)
+            shard.flights[key] = flight
+            return flight, True, _MISSING
+
+    def _finish_flight(
+        self,
+        shard: _Shard,
+        key: Hashable,
+        flight: Flight,
+        *,
+        value: Any = None,
+        error: BaseException | None = None,
+        retry: bool = False,
+        ttl: float | None = None,
+        tags: tuple[Hashable, ...] = (),
+    ) -> None:
+        """Store the leader's value unless it went stale, then wake the waiters."""
+        item = evicted = None
+        with shard.lock:
+            if shard.flights.get(key) is flight:
+                del shard.flights[key]
+            if error is None and not retry and not flight.stale:
+                now = self._timer()
+                expires_at = now + self._ttl if ttl is None else self._expiry(ttl, now)
+                if expires_at > now:
+                    item, evicted = self._store_locked(
+                        shard, key, value, expires_at, flight.gens, now, flight
+                    )
+        flight.resolve(value, error, retry)
+        if self._listener is not None:
+            if evicted is not None:
+                self._notify("evict", evicted)
+            if item is not None:
+                self._listener("set", key, value, item[_VERSION], item[_EXPIRES], tags)
+
+    # -- stats --------------------------------------------------------------------------
+
+    def stats(self) -> CacheStats:
+        """Return a snapshot of the counters (see :class:`CacheStats` for exactness)."""
+        shards = self._shards
+        return CacheStats(
+            hits=self._hits,
+            misses=self._misses,
+            sets=sum(s.sets for s in shards),
+            deletes=sum(s.deletes for s in shards),
+            evictions=sum(s.evictions for s in shards),
+            expirations=sum(s.expirations for s in shards),
+            size=len(self._data),
+            maxsize=self._maxsize,
+        )
+
+    def shard_sizes(self) -> list[int]:
+        """Entries per shard, for dashboards and for judging the key distribution."""
+        return [shard.size for shard in self._shards]
+
+    # A cache is a container with identity, not a value: compare and hash by identity
+    # (Mapping would compare contents and make the cache unhashable).
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(maxsize={self._maxsize}, ttl={self.ttl}, "
+            f"shards={len(self._shards)}, size={len(self._data)})"
+        )
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _shard_for(self, key: Hashable) -> _Shard:
+        try:
+            return self._shards[hash(key) & self._mask]
+        except TypeError:
+            raise UnhashableKeyError(key) from None
+
+    def _expiry(self, ttl: float, now: float) -> float:
+        try:
+            expires_at = now + ttl
+        except TypeError:
+            raise TypeError(f"ttl must be a number of seconds or None, got {ttl!r}") from None
+        if expires_at != expires_at:  # NaN would silently mean "expired"
+            raise ValueError("ttl must be a number of seconds or None, got nan")
+        return expires_at
+
+    def _gens_for(self, tags: Iterable[Hashable]) -> _Gens:
+        gens = self._tag_gens
+        return tuple((tag, gens.get(tag, 0)) for tag in tags)
+
+    def _tags_current(self, item_gens: _Gens) -> bool:
+        gens = self._tag_gens
+        return all(gens.get(tag, 0) == gen for tag, gen in item_gens)
+
+    def _alive(self, item: _Item, now: float) -> bool:
+        return item[_EXPIRES] > now and (not item[_GENS] or self._tags_current(item[_GENS]))
+
+    def _version_locked(self, key: Hashable, now: float) -> int:
+        item = self._data.get(key)
+        return item[_VERSION] if item is not None and self._alive(item, now) else 0
+
+    def _store_locked(
+        self,
+        shard: _Shard,
+        key: Hashable,
+        value: Any,
+        expires_at: float,
+        gens: _Gens,
+        now: float,
+        from_flight: Flight | None,
+    ) -> tuple[_Item, _Item | None]:
+        """Insert or overwrite ``key``; return the item and the item evicted, if any.
+
+        An overwrite updates the item in place, keeping its queue slot and visited
+        bit: a concurrent reader sees the old value or the new one.
+        """
+        version = next(self._versions)
+        item = self._data.get(key)
+        evicted = None
+        if item is None:
+            if shard.size >= shard.capacity:
+                evicted = self._evict_locked(shard, now)
+            queue = shard.queue
+            item = [value, expires_at, gens, False, version, len(queue), key]
+            queue.append(item)
+            shard.size += 1
+            self._data[key] = item
+        else:
+            item[_EXPIRES] = expires_at
+            item[_GENS] = gens
+            item[_VERSION] = version
+            item[_VALUE] = value
+        shard.sets += 1
+        if shard.flights:
+            flight = shard.flights.get(key)
+            if flight is not None and flight is not from_flight:
+                flight.stale = True
+        return item, evicted
+
+    def _evict_locked(self, shard: _Shard, now: float) -> _Item:
+        """Evict one entry by SIEVE, taking any dead entry the hand meets on its way."""
+        queue = shard.queue
+        hand = shard.hand
+        end = len(queue)
+        while True:
+            if hand >= end:
+                hand = 0
+            item = queue[hand]
+            if item is None:
+                hand += 1
+                continue
+            alive = self._alive(item, now)
+            if alive and item[_VISITED]:
+                item[_VISITED] = False
+                hand += 1
+                continue
+            self._drop_locked(shard, item)
+            if alive:
+                shard.evictions += 1
+            else:
+                shard.expirations += 1
+            shard.hand = hand + 1
+            self._maybe_compact_locked(shard)
+            return item
+
+    def _unlink_locked(self, shard: _Shard, key: Hashable) -> _Item | None:
+        """Remove ``key`` if stored (live or not) and mark its in-flight load stale."""
+        if shard.flights:
+            flight = shard.flights.get(key)
+            if flight is not None:
+                flight.stale = True
+        item = self._data.get(key)
+        if item is None:
+            return None
+        self._drop_locked(shard, item)
+        shard.deletes += 1
+        self._maybe_compact_locked(shard)
+        return item
+
+    def _drop_locked(self, shard: _Shard, item: _Item) -> None:
+        del self._data[item[_KEY]]
+        shard.queue[item[_SLOT]] = None
+        shard.holes += 1
+        shard.size -= 1
+
+    def _maybe_compact_locked(self, shard: _Shard) -> None:
+        """Squeeze the holes out of the queue once they outnumber the live entries."""
+        if shard.holes <= 32 or shard.holes <= shard.size:
+            return
+        queue, hand = shard.queue, shard.hand
+        live = [item for item in queue if item is not None]
+        shard.hand = sum(1 for item in queue[:hand] if item is not None)
+        for slot, item in enumerate(live):
+            item[_SLOT] = slot
+        shard.queue = live
+        shard.holes = 0
+
+    def _remove_dead(self, item: _Item) -> None:
+        """Lazily remove an entry that a read found expired or invalidated."""
+        key = item[_KEY]
+        shard = self._shard_for(key)
+        with shard.lock:
+            # Re-check under the lock: a writer may have replaced or revived it.
+            if self._data.get(key) is not item or self._alive(item, self._timer()):
+                return
+            self._drop_locked(shard, item)
+            shard.expirations += 1
+            self._maybe_compact_locked(shard)
+        self._notify("expire", item)
+
+    def _notify(self, event: str, item: _Item) -> None:
+        listener = self._listener
+        if listener is not None:
+            expires_at = item[_EXPIRES]
+            listener(
+                event,
+                item[_KEY],
+                item[_VALUE],
+                item[_VERSION],
+                None if expires_at == math.inf else expires_at,
+                tuple(tag for tag, _ in item[_GENS]),
+            )
