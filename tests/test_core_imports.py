@@ -23,9 +23,9 @@ def test_import_cacheplug_pulls_in_no_framework():
 
 
 def test_package_ships_py_typed():
-    import cacheplug
-
     from importlib.resources import files
+
+    import cacheplug
 
     assert files(cacheplug).joinpath("py.typed").is_file()
 
