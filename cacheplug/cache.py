@@ -24,8 +24,10 @@ How it is built, and why:
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import math
+import re
 import threading
 import time
 from collections.abc import (
@@ -189,6 +191,8 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         self._versions = count(1)
         self._tag_gens: dict[Hashable, int] = {}
         self._tag_lock = threading.Lock()
+        # Glob patterns deleted with defer=True and not yet purged: (match, watermark).
+        self._hidden: tuple[tuple[Callable[[str], Any], int], ...] = ()
         self._hits = 0
         self._misses = 0
 
@@ -440,6 +444,96 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         if self._listener is not None:
             self._listener("invalidate_tags", None, None, 0, None, tags)
 
+    def delete_matching(self, pattern: str, *, defer: bool = False) -> int:
+        """Remove every ``str`` key matching the glob ``pattern`` (``fnmatch``, case-sensitive).
+
+        Without ``defer``, scans now and returns how many live entries were removed.
+        With ``defer=True``, returns 0 at once without scanning: entries written before
+        the call read as misses from now on, entries written after it are unaffected,
+        and :meth:`purge_hidden` (the runtime's worker calls it) removes them later.
+        Until then, reads take a slightly slower path.
+        """
+        match = re.compile(fnmatch.translate(pattern)).match
+        watermark = next(self._versions)  # every entry written so far has a lower version
+        if not defer:
+            return self._purge_matching(match, watermark)
+        with self._tag_lock:
+            self._hidden = (*self._hidden, (match, watermark))
+            # An instance attribute shadows the class's get(), so reads pay for the
+            # pattern check only while a deferred delete is pending.
+            self.get = self._get_while_hiding  # type: ignore[method-assign]
+        return 0
+
+    def purge_hidden(self) -> int:
+        """Remove the entries hidden by deferred :meth:`delete_matching` calls; return the count."""
+        hidden = self._hidden
+        removed = sum(self._purge_matching(match, watermark) for match, watermark in hidden)
+        with self._tag_lock:
+            self._hidden = tuple(h for h in self._hidden if h not in hidden)
+            if not self._hidden:
+                self.__dict__.pop("get", None)
+        return removed
+
+    def _purge_matching(self, match: Callable[[str], Any], watermark: int) -> int:
+        removed = []
+        for shard in self._shards:
+            with shard.lock:
+                for item in shard.queue:
+                    if (
+                        item is not None
+                        and item[_VERSION] < watermark
+                        and isinstance(item[_KEY], str)
+                        and match(item[_KEY])
+                    ):
+                        self._drop_locked(shard, item)
+                        shard.deletes += 1
+                        removed.append(item[_KEY])
+                self._maybe_compact_locked(shard)
+        if self._listener is not None:
+            for key in removed:
+                self._listener("delete", key, None, 0, None, ())
+        return len(removed)
+
+    def export_entries(self) -> list[tuple[Hashable, Any, float, tuple[Hashable, ...], int]]:
+        """Return ``(key, value, expires_at, tags, version)`` per live entry, oldest write first.
+
+        For snapshots: ``expires_at`` is in timer units (``math.inf`` for never), and
+        the order (by version, which grows with every write) restores recency on import.
+        """
+        now = self._timer()
+        alive = self._alive
+        rows = [
+            (key, item[_VALUE], item[_EXPIRES], item[_GENS], item[_VERSION])
+            for key, item in self._data.copy().items()
+            if alive(item, now)
+        ]
+        rows.sort(key=lambda row: row[4])
+        return [(k, v, exp, tuple(t for t, _ in gens), ver) for k, v, exp, gens, ver in rows]
+
+    def import_entries(
+        self, rows: Iterable[tuple[Hashable, Any, float, tuple[Hashable, ...]]]
+    ) -> int:
+        """Store ``(key, value, expires_at, tags)`` rows in order, without notifying the listener.
+
+        ``expires_at`` is in timer units. Dead rows are skipped. Later rows are newer,
+        so importing an :meth:`export_entries` list restores the recency order. Returns
+        how many rows were stored.
+        """
+        listener, self._listener = self._listener, None
+        stored = 0
+        try:
+            for key, value, expires_at, tags in rows:
+                now = self._timer()
+                if expires_at > now:
+                    gens = self._gens_for(tags) if tags else _NO_GENS
+                    shard = self._shard_for(key)
+                    with shard.lock:
+                        self._store_locked(shard, key, value, expires_at, gens, now, None)
+                    stored += 1
+        finally:
+            self._listener = listener
+        return stored
+
     def clear(self) -> None:
         """Remove every entry. Loads running now return their values but store nothing."""
         for shard in self._shards:
@@ -677,7 +771,28 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         return all(gens.get(tag, 0) == gen for tag, gen in item_gens)
 
     def _alive(self, item: _Item, now: float) -> bool:
-        return item[_EXPIRES] > now and (not item[_GENS] or self._tags_current(item[_GENS]))
+        return (
+            item[_EXPIRES] > now
+            and (not item[_GENS] or self._tags_current(item[_GENS]))
+            and not (self._hidden and self._is_hidden(item))
+        )
+
+    def _is_hidden(self, item: _Item) -> bool:
+        key = item[_KEY]
+        return isinstance(key, str) and any(
+            item[_VERSION] < watermark and match(key) for match, watermark in self._hidden
+        )
+
+    def _get_while_hiding(self, key: Hashable, default: Any = None) -> Any:
+        """``get`` while a deferred ``delete_matching`` is pending: hidden keys miss."""
+        try:
+            item = self._data.get(key)
+        except TypeError:
+            raise UnhashableKeyError(key) from None
+        if item is not None and self._hidden and self._is_hidden(item):
+            self._misses += 1
+            return default
+        return ShardedTTLCache.get(self, key, default)
 
     def _version_locked(self, key: Hashable, now: float) -> int:
         item = self._data.get(key)
