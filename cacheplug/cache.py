@@ -351,15 +351,24 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         except TypeError:
             raise UnhashableKeyError(key) from None
         gens = self._gens_for(tags) if tags else _NO_GENS
-        evicted = None
+        evicted = removed = None
         with shard.lock:
             if if_version is not None and self._version_locked(key, now) != if_version:
                 return False
-            if expires_at > now:
-                item, evicted = self._store_locked(shard, key, value, expires_at, gens, now, None)
-            else:
+            item = self._data.get(key)
+            if expires_at <= now:
+                if item is not None or shard.flights:
+                    removed = self._unlink_locked(shard, key)
                 item = None
-                removed = self._unlink_locked(shard, key)
+            elif item is not None and not shard.flights:
+                # The hot overwrite path, inlined: update in place, keep the queue slot.
+                item[_EXPIRES] = expires_at
+                item[_GENS] = gens
+                item[_VERSION] = next(self._versions)
+                item[_VALUE] = value
+                shard.sets += 1
+            else:
+                item, evicted = self._store_locked(shard, key, value, expires_at, gens, now, None)
         listener = self._listener
         if listener is not None:
             if evicted is not None:
@@ -411,9 +420,20 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         except TypeError:
             raise UnhashableKeyError(key) from None
         with shard.lock:
-            item = self._unlink_locked(shard, key)
-        if item is None:
-            return False
+            if shard.flights:
+                flight = shard.flights.get(key)
+                if flight is not None:
+                    flight.stale = True  # a load running now must not store its value
+            item = self._data.pop(key, None)
+            if item is None:
+                return False
+            # _drop_locked, inlined for the hot path
+            shard.queue[item[_SLOT]] = None
+            shard.holes += 1
+            shard.size -= 1
+            shard.deletes += 1
+            if shard.holes > 32 and shard.holes > shard.size:
+                self._maybe_compact_locked(shard)
         if self._listener is not None:
             self._listener("delete", key, None, 0, None, ())
         return self._alive(item, self._timer())

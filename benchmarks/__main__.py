@@ -1,0 +1,5 @@
+"""``python -m benchmarks SUITE [--smoke] [--rounds N] [--no-json]``."""
+
+from benchmarks import main
+
+raise SystemExit(main())
