@@ -381,6 +381,9 @@ class CachePlug:
             wal_max_bytes=self.config["wal_max_bytes"],
         )
         started = time.perf_counter()
+        # Acquire before loading: the writer repairs a torn WAL tail at acquisition, so
+        # what it loads is exactly what its new records will follow.
+        is_writer = store.acquire_writer()
         result = store.load()
         timer_now, wall_now = self.cache.timer(), time.time()
         self.loaded_entries = self.cache.import_entries(
@@ -394,7 +397,7 @@ class CachePlug:
         )
         for warning in result.warnings:
             logger.warning("cacheplug %r: %s", self.name, warning)
-        if not store.acquire_writer():
+        if not is_writer:
             logger.info(
                 "cacheplug %r: another process holds the state lock in %s; this one loaded "
                 "the state and runs without writing until that process exits",
