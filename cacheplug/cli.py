@@ -123,5 +123,22 @@ def bench(args: argparse.Namespace) -> int:
     return int(benchmarks.run_from_args(args))
 
 
+@command(
+    "inspect",
+    "describe a snapshot file or state directory: header, signature, entries, expiry, prefixes",
+    Arg("path", help="a snapshot file or a state directory"),
+    Arg("--keys", metavar="PATTERN", default=None, help="list keys matching this glob"),
+    Arg("--limit", type=int, default=20, metavar="N", help="most keys and prefixes to list"),
+    Arg("--secret", default=None, help="signing secret (default: $CACHEPLUG_SECRET)"),
+)
+def inspect(args: argparse.Namespace) -> int:
+    """Print what a state file holds; exit 1 if it is missing, foreign or does not verify."""
+    from cacheplug.persistence import inspect_state
+
+    report = inspect_state(args.path, secret=args.secret, pattern=args.keys, limit=args.limit)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
