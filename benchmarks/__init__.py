@@ -17,6 +17,7 @@ from benchmarks import _harness
 #: suite name -> module that defines ``run(smoke: bool = False) -> list[dict]``
 SUITES: dict[str, str] = {
     "core": "benchmarks.core",
+    "persistence": "benchmarks.persistence",
     "runtime": "benchmarks.runtime",
 }
 
