@@ -412,6 +412,24 @@ def results_table(rows: Sequence[dict[str, Any]], reference: str) -> str:
     return markdown_table(headers, body)
 
 
+def targets_table(found: Sequence[dict[str, Any]]) -> str:
+    """Markdown: target, measured ratio, met/missed and by how much.
+
+    Each target dict has ``target_name``, ``target``, ``ratio``, ``status`` and
+    optionally ``sense``: ``"ge"`` (at least, the default) or ``"le"`` (at most).
+    """
+    body = []
+    for t in found:
+        status = t["status"]
+        if status == "missed":
+            if t.get("sense", "ge") == "le":
+                status = f"missed (by {(t['ratio'] / t['target'] - 1) * 100:.0f}%)"
+            else:
+                status = f"missed (by {(1 - t['ratio'] / t['target']) * 100:.0f}%)"
+        body.append([t["target_name"], fmt_ratio(t["ratio"]), status])
+    return markdown_table(["target", "measured", "status"], body)
+
+
 def header(suite: str, versions: dict[str, str], note: str = "") -> str:
     """Markdown header: suite, machine, Python, GC policy, rounds, contender versions."""
     settings = current_settings()

@@ -378,19 +378,6 @@ def target_rows(
     return found
 
 
-def targets_table(found: Sequence[dict[str, Any]]) -> str:
-    body = []
-    for t in found:
-        status = t["status"]
-        if status == "missed":
-            if t["sense"] == "le":
-                status = f"missed (by {(t['ratio'] / t['target'] - 1) * 100:.0f}%)"
-            else:
-                status = f"missed (by {(1 - t['ratio'] / t['target']) * 100:.0f}%)"
-        body.append([t["target_name"], h.fmt_ratio(t["ratio"]), status])
-    return h.markdown_table(["target", "measured", "status"], body)
-
-
 # -- the suite -----------------------------------------------------------------------------
 
 
@@ -461,7 +448,7 @@ def _run() -> list[dict[str, Any]]:
 
     found = target_rows(snap_rows, set_rows)
     h.out("\n## Targets\n")
-    h.out(targets_table(found))
+    h.out(h.targets_table(found))
     all_rows = [*snap_rows, *set_rows, *found]
     h.write_results(SUITE, versions, all_rows)
     return all_rows
