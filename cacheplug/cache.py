@@ -91,6 +91,16 @@ _Item = list  # [value, expires_at, gens, visited, version, slot, key]
 _Gens = tuple[tuple[Hashable, int], ...]
 
 
+def _tag_names(gens: _Gens) -> tuple[Hashable, ...]:
+    """The tags of an item, without the generations they were stored under."""
+    return tuple(tag for tag, _ in gens)
+
+
+def _public_expiry(expires_at: float) -> float | None:
+    """An item's expiry as the public API gives it: None instead of infinity."""
+    return None if expires_at == math.inf else expires_at
+
+
 class _Shard:
     """A write lock, a SIEVE queue and counters for one slice of the key space.
 
@@ -211,7 +221,7 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
     @property
     def ttl(self) -> float | None:
         """The default time to live in seconds; None means no expiry."""
-        return None if self._ttl == math.inf else self._ttl
+        return _public_expiry(self._ttl)
 
     @property
     def shard_count(self) -> int:
@@ -274,13 +284,12 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
             item = self._data.get(key)
             if item is None or not self._alive(item, self._timer()):
                 return None
-            expires_at = item[_EXPIRES]
             return Entry(
                 key,
                 item[_VALUE],
                 item[_VERSION],
-                None if expires_at == math.inf else expires_at,
-                tuple(tag for tag, _ in item[_GENS]),
+                _public_expiry(item[_EXPIRES]),
+                _tag_names(item[_GENS]),
             )
 
     def __contains__(self, key: object) -> bool:
@@ -528,7 +537,7 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
             if alive(item, now)
         ]
         rows.sort(key=lambda row: row[4])
-        return [(k, v, exp, tuple(t for t, _ in gens), ver) for k, v, exp, gens, ver in rows]
+        return [(k, v, exp, _tag_names(gens), ver) for k, v, exp, gens, ver in rows]
 
     def import_entries(
         self, rows: Iterable[tuple[Hashable, Any, float, tuple[Hashable, ...]]]
@@ -930,12 +939,11 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
     def _notify(self, event: str, item: _Item) -> None:
         listener = self._listener
         if listener is not None:
-            expires_at = item[_EXPIRES]
             listener(
                 event,
                 item[_KEY],
                 item[_VALUE],
                 item[_VERSION],
-                None if expires_at == math.inf else expires_at,
-                tuple(tag for tag, _ in item[_GENS]),
+                _public_expiry(item[_EXPIRES]),
+                _tag_names(item[_GENS]),
             )

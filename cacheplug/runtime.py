@@ -340,10 +340,10 @@ class CachePlug:
                 pending, self._wal_buffer = self._wal_buffer, []
             if not pending:
                 return
-            timer_now, wall_now = self.cache.timer(), time.time()
+            to_wall = self._wall_offset()
             records = []
             for event, key, value, version, expires_at, tags in pending:
-                wall = None if expires_at is None else wall_now + (expires_at - timer_now)
+                wall = None if expires_at is None else expires_at + to_wall
                 if event == "set":
                     records.append(Record("set", key, value, wall, tuple(tags), version))
                 elif event == "touch":
@@ -360,6 +360,10 @@ class CachePlug:
                 logger.exception("cacheplug %r could not append to the write-ahead log", self.name)
             if store.needs_compaction:
                 self._save_snapshot()
+
+    def _wall_offset(self) -> float:
+        """Add this to a cache-timer time to get wall-clock time (saved state is wall-clock)."""
+        return time.time() - self.cache.timer()
 
     def _take_over_writing(self) -> None:
         """When the writing process has exited, become the writer and save what we hold."""
@@ -385,12 +389,12 @@ class CachePlug:
         # what it loads is exactly what its new records will follow.
         is_writer = store.acquire_writer()
         result = store.load()
-        timer_now, wall_now = self.cache.timer(), time.time()
+        to_wall = self._wall_offset()
         self.loaded_entries = self.cache.import_entries(
             (
                 entry.key,
                 entry.value,
-                math.inf if entry.expires_at is None else timer_now + (entry.expires_at - wall_now),
+                math.inf if entry.expires_at is None else entry.expires_at - to_wall,
                 entry.tags,
             )
             for entry in result.entries
@@ -413,22 +417,19 @@ class CachePlug:
             self.config["state_dir"],
             seconds,
         )
-        if events.state_loaded.receivers:
-            self.bus.publish(
-                events.state_loaded, store, entries=self.loaded_entries, seconds=seconds
-            )
+        self.bus.publish(events.state_loaded, store, entries=self.loaded_entries, seconds=seconds)
 
     def _save_snapshot(self) -> Any:
         from cacheplug.persistence import StoredEntry
 
         store = self._store
         started = time.perf_counter()
-        timer_now, wall_now = self.cache.timer(), time.time()
+        to_wall = self._wall_offset()
         entries = [
             StoredEntry(
                 key,
                 value,
-                None if expires_at == math.inf else wall_now + (expires_at - timer_now),
+                None if expires_at == math.inf else expires_at + to_wall,
                 tags,
                 version,
             )
@@ -439,14 +440,10 @@ class CachePlug:
         except Exception:
             logger.exception("cacheplug %r could not write a snapshot", self.name)
             return None
-        seconds = time.perf_counter() - started
-        if info.written and events.state_saved.receivers:
-            # Delivered inline: at close() the worker is already gone.
-            for receiver in list(events.state_saved.receivers_for(store)):
-                try:
-                    receiver(store, entries=info.entries, seconds=seconds)
-                except Exception:
-                    logger.exception("cacheplug state_saved receiver failed")
+        if info.written:
+            # At close() the worker is already closed and runs this delivery inline.
+            seconds = time.perf_counter() - started
+            self.bus.publish(events.state_saved, store, entries=info.entries, seconds=seconds)
         return info
 
 
