@@ -25,8 +25,11 @@ How it is built, and why:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import inspect
+import logging
 import math
+import random
 import re
 import threading
 import time
@@ -44,12 +47,26 @@ from itertools import count
 from typing import Any, TypeVar
 
 from cacheplug.errors import ConfigurationError, UnhashableKeyError
+from cacheplug.freshness import (
+    Backoff,
+    CachedError,
+    EntryMeta,
+    ExceptionTypes,
+    FreshnessPolicy,
+    FreshnessStats,
+    Refresher,
+    RefreshExecutor,
+    make_policy,
+    xfetch_due,
+)
 from cacheplug.singleflight import Flight
 from cacheplug.stats import CacheStats
 
 __all__ = ("NO_EXPIRY", "CacheListener", "Entry", "ShardedTTLCache")
 
 T = TypeVar("T")
+
+logger = logging.getLogger("cacheplug.cache")
 
 #: Pass as ``ttl`` to store an entry that never expires.
 NO_EXPIRY: float = math.inf
@@ -65,6 +82,7 @@ MAX_SHARDS = 1024
 CacheListener = Callable[[str, Any, Any, int, "float | None", "tuple[Hashable, ...]"], None]
 
 _MISSING: Any = object()
+_SAME: Any = object()  # _finish_flight: store the leader's value
 _NO_GENS: tuple[tuple[Hashable, int], ...] = ()
 
 
@@ -87,13 +105,33 @@ class Entry:
 # running a __slots__ class's __init__, reads cost the same, and set-new pays for every
 # allocation. These names index it; nothing outside this module sees an item.
 _VALUE, _EXPIRES, _GENS, _VISITED, _VERSION, _SLOT, _KEY = range(7)
-_Item = list  # [value, expires_at, gens, visited, version, slot, key]
+# Freshness metadata (EntryMeta) of entries stored by get_or_set with freshness options;
+# None otherwise. A plain write resets it.
+_META = 7
+_Item = list  # [value, expires_at, gens, visited, version, slot, key, meta]
 _Gens = tuple[tuple[Hashable, int], ...]
 
 
 def _tag_names(gens: _Gens) -> tuple[Hashable, ...]:
     """The tags of an item, without the generations they were stored under."""
     return tuple(tag for tag, _ in gens)
+
+
+def _unwrap(value: Any) -> Any:
+    """A value as get_or_set returns it: a negatively cached exception is raised."""
+    if value.__class__ is CachedError:
+        raise value.fresh_error()
+    return value
+
+
+async def _call_async(factory: Callable[[], Awaitable[T]]) -> T:
+    result = factory()
+    if not inspect.isawaitable(result):
+        raise TypeError(
+            f"aget_or_set needs a factory returning an awaitable, got "
+            f"{type(result).__name__}; use get_or_set for a plain function"
+        )
+    return await result
 
 
 def _public_expiry(expires_at: float) -> float | None:
@@ -156,6 +194,13 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
     :param shards: the number of shards, a power of two from 1 to 1024. It is lowered
         to the largest power of two not above ``maxsize``, so that no shard is empty.
     :param timer: a monotonic clock returning seconds. Inject a fake one in tests.
+    :param refresh_executor: runs background refreshes of sync factories (see
+        ``docs/freshness.md``); the runtime passes its deferred worker. Without one the
+        cache starts a small pool of its own on first need; :meth:`close` stops it.
+    :param rng: ``random()``-like source in [0, 1) for early refresh and backoff
+        jitter; inject a seeded one in tests.
+    :param retry_backoff: the :class:`~cacheplug.freshness.Backoff` between retries
+        of a failing refresh under ``stale_if_error``.
     :param listener: called after every write, outside every lock (see
         :data:`CacheListener`).
     :raises ConfigurationError: (a ``ValueError``) for an option out of range.
@@ -170,6 +215,10 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         shards: int = 16,
         timer: Callable[[], float] = time.monotonic,
         listener: CacheListener | None = None,
+        *,
+        refresh_executor: RefreshExecutor | None = None,
+        rng: Callable[[], float] | None = None,
+        retry_backoff: Backoff | None = None,
     ) -> None:
         if not isinstance(maxsize, int) or isinstance(maxsize, bool) or not 1 <= maxsize <= 2**31:
             raise ConfigurationError(f"maxsize must be an int from 1 to 2**31, got {maxsize!r}")
@@ -197,6 +246,11 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         self._ttl = math.inf if ttl is None else float(ttl)
         self._timer = timer
         self._listener = listener
+        self._refresher = Refresher(refresh_executor)
+        self._rng = rng if rng is not None else random.random
+        self._backoff = retry_backoff if retry_backoff is not None else Backoff()
+        if not callable(self._rng) or not isinstance(self._backoff, Backoff):
+            raise ConfigurationError("rng must be callable and retry_backoff a Backoff")
         self._data: dict[Hashable, _Item] = {}
         self._versions = count(1)
         self._tag_gens: dict[Hashable, int] = {}
@@ -205,6 +259,9 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         self._hidden: tuple[tuple[Callable[[str], Any], int], ...] = ()
         self._hits = 0
         self._misses = 0
+        #: None, or the second tier's miss hook: ``hook(key, default)`` and
+        #: ``hook.get_many(keys)``; installed by the runtime when ``redis_url`` is set.
+        self._on_miss: Any = None
 
     # -- configuration ----------------------------------------------------------------
 
@@ -262,10 +319,14 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         self._misses += 1
         if item is not None:
             self._remove_dead(item)
+        if self._on_miss is not None:  # a second tier (Redis) may have it
+            return self._on_miss(key, default)
         return default
 
     def get_many(self, keys: Iterable[Hashable]) -> dict[Hashable, Any]:
         """Return a dict of the live values among ``keys``; misses are left out."""
+        if self._on_miss is not None:  # local reads, then one round trip for the misses
+            return self._on_miss.get_many(keys)
         found = {}
         for key in keys:
             value = self.get(key, _MISSING)
@@ -279,6 +340,16 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         The copy is taken under the shard lock, so value and version belong together.
         Does not count as a hit or miss and does not mark the entry as recently used.
         """
+        entry = self._read_entry(key)
+        if (
+            entry is None
+            and self._on_miss is not None
+            and self._on_miss(key, _MISSING) is not _MISSING
+        ):
+            entry = self._read_entry(key)  # filled from the second tier
+        return entry
+
+    def _read_entry(self, key: Hashable) -> Entry | None:
         shard = self._shard_for(key)
         with shard.lock:
             item = self._data.get(key)
@@ -375,6 +446,7 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
                 item[_GENS] = gens
                 item[_VERSION] = next(self._versions)
                 item[_VALUE] = value
+                item[_META] = None
                 shard.sets += 1
             else:
                 item, evicted = self._store_locked(shard, key, value, expires_at, gens, now, None)
@@ -434,15 +506,18 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
                 if flight is not None:
                     flight.stale = True  # a load running now must not store its value
             item = self._data.pop(key, None)
-            if item is None:
-                return False
-            # _drop_locked, inlined for the hot path
-            shard.queue[item[_SLOT]] = None
-            shard.holes += 1
-            shard.size -= 1
-            shard.deletes += 1
-            if shard.holes > 32 and shard.holes > shard.size:
-                self._maybe_compact_locked(shard)
+            if item is not None:
+                # _drop_locked, inlined for the hot path
+                shard.queue[item[_SLOT]] = None
+                shard.holes += 1
+                shard.size -= 1
+                shard.deletes += 1
+                if shard.holes > 32 and shard.holes > shard.size:
+                    self._maybe_compact_locked(shard)
+        if item is None:
+            if self._on_miss is not None:  # other processes and Redis may still hold it
+                self._on_miss.deleted(key)
+            return False
         if self._listener is not None:
             self._listener("delete", key, None, 0, None, ())
         return self._alive(item, self._timer())
@@ -590,7 +665,11 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
             with shard.lock:
                 now = self._timer()
                 for item in shard.queue:
-                    if item is not None and not self._alive(item, now):
+                    if (
+                        item is not None
+                        and not self._alive(item, now)
+                        and not self._retained(item, now)
+                    ):
                         self._drop_locked(shard, item)
                         shard.expirations += 1
                         removed.append(item)
@@ -607,6 +686,13 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         factory: Callable[[], T],
         ttl: float | None = None,
         tags: Iterable[Hashable] = (),
+        # Not keyword-only on purpose: CPython fills keyword-only defaults with a dict
+        # lookup each, which made every hit ~20% slower. Pass them by keyword.
+        early_refresh: float | None = None,
+        stale_while_revalidate: float | None = None,
+        stale_if_error: float | None = None,
+        negative_ttl: float | None = None,
+        negative_exceptions: ExceptionTypes = (),
     ) -> T:
         """Return the live value for ``key``, or compute it once with ``factory`` and store it.
 
@@ -616,34 +702,65 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         next caller. If the key is deleted, overwritten or cleared while ``factory``
         runs, the result is returned but not stored.
 
+        Freshness options (``docs/freshness.md``; all off by default, seconds on the
+        cache's timer). Background refreshes of a sync ``factory`` run on the
+        ``refresh_executor`` (the runtime's worker), never one thread per key:
+
+        :param early_refresh: XFetch ``beta``: a hit shortly before expiry starts one
+            background refresh, with a probability rising to 1 at expiry, scaled by how
+            long ``factory`` took last time. ``1.0`` is the usual choice.
+        :param stale_while_revalidate: for this long after expiry, return the expired
+            value at once and refresh it in the background (one refresh per key).
+        :param stale_if_error: for this long after expiry, if ``factory`` raises,
+            return the expired value instead; retry in the background with exponential
+            backoff and jitter (the cache's ``retry_backoff``), logging once per streak.
+        :param negative_ttl: cache a ``None`` result (and ``negative_exceptions``) for
+            this long instead of ``ttl``.
+        :param negative_exceptions: exception types meaning "not found" (such as
+            ``LookupError``): cached for ``negative_ttl`` and re-raised, as a fresh copy
+            of the same type and args, to every caller until then.
         :raises UnhashableKeyError: if ``key`` is not hashable.
-        :raises Exception: whatever ``factory`` raised.
+        :raises ConfigurationError: for an invalid freshness option.
+        :raises Exception: whatever ``factory`` raised (unless a stale value is served).
         """
-        value = self.get(key, _MISSING)
+        if early_refresh is None:  # the hit path: one check more than get()
+            value = self.get(key, _MISSING)
+            if value is not _MISSING:
+                return _unwrap(value) if negative_exceptions else value
+        policy, value, refresh = self._fresh_start(
+            key,
+            early_refresh,
+            stale_while_revalidate,
+            stale_if_error,
+            negative_ttl,
+            negative_exceptions,
+        )
+        if refresh:
+            self._refresh_in_thread(key, factory, ttl, tuple(tags), policy)  # type: ignore[arg-type]
         if value is not _MISSING:
-            return value
+            return _unwrap(value)
         tags = tuple(tags)
         shard = self._shard_for(key)
         while True:
             flight, leader, value = self._join_flight(shard, key, tags)
             if value is not _MISSING:
-                return value
+                return value if policy is None else _unwrap(value)
             if not leader:
                 flight.wait()
                 if flight.retry:
                     continue
                 if flight.error is not None:
-                    raise flight.error
+                    return self._stale_or_raise(key, policy, flight.error)
                 return flight.value
+            started = self._timer()
             try:
                 value = factory()
             except Exception as exc:
-                self._finish_flight(shard, key, flight, error=exc)
-                raise
+                return self._load_failed(shard, key, flight, exc, tags, policy)
             except BaseException:
                 self._finish_flight(shard, key, flight, retry=True)
                 raise
-            self._finish_flight(shard, key, flight, value=value, ttl=ttl, tags=tags)
+            self._load_done(shard, key, flight, value, ttl, tags, policy, self._timer() - started)
             return value
 
     async def aget_or_set(
@@ -652,24 +769,46 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         factory: Callable[[], Awaitable[T]],
         ttl: float | None = None,
         tags: Iterable[Hashable] = (),
+        # Not keyword-only on purpose: CPython fills keyword-only defaults with a dict
+        # lookup each, which made every hit ~20% slower. Pass them by keyword.
+        early_refresh: float | None = None,
+        stale_while_revalidate: float | None = None,
+        stale_if_error: float | None = None,
+        negative_ttl: float | None = None,
+        negative_exceptions: ExceptionTypes = (),
     ) -> T:
         """The asyncio form of :meth:`get_or_set`: ``factory`` returns an awaitable.
 
         Waiters await a future, so no thread blocks in the event loop. Loads are shared
         with :meth:`get_or_set` callers in other threads. If the leading task is
         cancelled, one of the waiters takes over the load, and the others keep waiting.
+        Background refreshes run as tasks on the running loop; :meth:`close` and
+        :meth:`aclose` cancel them. The freshness options are those of :meth:`get_or_set`.
 
         :raises TypeError: if ``factory`` does not return an awaitable.
         """
-        value = self.get(key, _MISSING)
+        if early_refresh is None:
+            value = self.get(key, _MISSING)
+            if value is not _MISSING:
+                return _unwrap(value) if negative_exceptions else value
+        policy, value, refresh = self._fresh_start(
+            key,
+            early_refresh,
+            stale_while_revalidate,
+            stale_if_error,
+            negative_ttl,
+            negative_exceptions,
+        )
+        if refresh:
+            self._refresh_as_task(key, factory, ttl, tuple(tags), policy)  # type: ignore[arg-type]
         if value is not _MISSING:
-            return value
+            return _unwrap(value)
         tags = tuple(tags)
         shard = self._shard_for(key)
         while True:
             flight, leader, value = self._join_flight(shard, key, tags)
             if value is not _MISSING:
-                return value
+                return value if policy is None else _unwrap(value)
             if not leader:
                 waiter = flight.async_waiter()
                 if waiter is not None:
@@ -677,23 +816,17 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
                 if flight.retry:
                     continue
                 if flight.error is not None:
-                    raise flight.error
+                    return self._stale_or_raise(key, policy, flight.error)
                 return flight.value
+            started = self._timer()
             try:
-                result = factory()
-                if not inspect.isawaitable(result):
-                    raise TypeError(
-                        f"aget_or_set needs a factory returning an awaitable, got "
-                        f"{type(result).__name__}; use get_or_set for a plain function"
-                    )
-                value = await result
+                value = await _call_async(factory)
             except Exception as exc:
-                self._finish_flight(shard, key, flight, error=exc)
-                raise
+                return self._load_failed(shard, key, flight, exc, tags, policy)
             except BaseException:  # cancelled: let a waiter lead instead
                 self._finish_flight(shard, key, flight, retry=True)
                 raise
-            self._finish_flight(shard, key, flight, value=value, ttl=ttl, tags=tags)
+            self._load_done(shard, key, flight, value, ttl, tags, policy, self._timer() - started)
             return value
 
     def _join_flight(
@@ -723,25 +856,357 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         retry: bool = False,
         ttl: float | None = None,
         tags: tuple[Hashable, ...] = (),
+        stored: Any = _SAME,
+        meta: EntryMeta | None = None,
     ) -> None:
-        """Store the leader's value unless it went stale, then wake the waiters."""
+        """Store ``stored`` (by default the leader's value, if it succeeded) unless the
+        flight went stale, then wake the waiters with ``value``/``error``/``retry``."""
+        if stored is _SAME:
+            stored = value if error is None and not retry else _MISSING
         item = evicted = None
         with shard.lock:
             if shard.flights.get(key) is flight:
                 del shard.flights[key]
-            if error is None and not retry and not flight.stale:
+            if stored is not _MISSING and not flight.stale:
                 now = self._timer()
                 expires_at = now + self._ttl if ttl is None else self._expiry(ttl, now)
                 if expires_at > now:
                     item, evicted = self._store_locked(
-                        shard, key, value, expires_at, flight.gens, now, flight
+                        shard, key, stored, expires_at, flight.gens, now, flight
                     )
+                    item[_META] = meta
         flight.resolve(value, error, retry)
         if self._listener is not None:
             if evicted is not None:
                 self._notify("evict", evicted)
             if item is not None:
-                self._listener("set", key, value, item[_VERSION], item[_EXPIRES], tags)
+                self._listener("set", key, stored, item[_VERSION], item[_EXPIRES], tags)
+
+    # -- freshness: stale reads, background refreshes, failures ----------------------------
+
+    def _fresh_start(
+        self,
+        key: Hashable,
+        early_refresh: float | None,
+        stale_while_revalidate: float | None,
+        stale_if_error: float | None,
+        negative_ttl: float | None,
+        negative_exceptions: ExceptionTypes,
+    ) -> tuple[FreshnessPolicy | None, Any, bool]:
+        """After get_or_set's hit check: ``(policy, value or _MISSING, refresh?)``.
+
+        Without ``early_refresh`` the caller's ``get`` already counted (and missed) the
+        read; with it, the read happens here so that a hit can see the entry's metadata.
+        """
+        if (
+            early_refresh is None
+            and stale_while_revalidate is None
+            and stale_if_error is None
+            and negative_ttl is None
+            and not negative_exceptions
+        ):
+            return None, _MISSING, False
+        policy = make_policy(
+            early_refresh, stale_while_revalidate, stale_if_error, negative_ttl, negative_exceptions
+        )
+        value, refresh = self._fresh_lookup(key, policy, counted=early_refresh is None)
+        return policy, value, refresh
+
+    def _fresh_lookup(
+        self, key: Hashable, policy: FreshnessPolicy, counted: bool
+    ) -> tuple[Any, bool]:
+        """Return ``(value or _MISSING, start_a_background_refresh)`` under ``policy``.
+
+        Lock-free like :meth:`get`. A fresh hit may ask for an early (XFetch) refresh; an
+        expired entry within its stale window is returned (it counts as a miss, and in
+        ``stale_served``) and asks for a refresh unless one failed recently (backoff).
+        ``counted``: a ``get`` just counted this read; otherwise misses go through ``get``.
+        """
+        try:
+            item = self._data.get(key)
+        except TypeError:
+            raise UnhashableKeyError(key) from None
+        if item is not None and self._usable(item):
+            now = self._timer()
+            expires_at = item[_EXPIRES]
+            meta = item[_META]
+            if expires_at > now:
+                if not counted:
+                    if not item[_VISITED]:
+                        item[_VISITED] = True
+                    self._hits += 1
+                refresh = (
+                    policy.early_refresh > 0
+                    and meta is not None
+                    and meta.retry_at <= now
+                    and xfetch_due(now, expires_at, meta.delta, policy.early_refresh, self._rng)
+                )
+                return item[_VALUE], refresh
+            refresher = self._refresher
+            if meta is not None and not refresher.closed:
+                age = now - expires_at
+                if age < policy.stale_while_revalidate or (
+                    meta.failures and age < policy.stale_if_error
+                ):
+                    if not counted:
+                        self._misses += 1
+                    refresher.stale_served += 1
+                    return item[_VALUE], meta.retry_at <= now
+        if counted:
+            return _MISSING, False
+        # A miss: get() counts it, drops a dead entry and may ask a second tier.
+        return self.get(key, _MISSING), False
+
+    def _usable(self, item: _Item) -> bool:
+        """Not invalidated by tags or a deferred pattern delete (expiry not checked)."""
+        return (not item[_GENS] or self._tags_current(item[_GENS])) and not (
+            self._hidden and self._is_hidden(item)
+        )
+
+    def _retained(self, item: _Item, now: float) -> bool:
+        """Whether an expired entry is still kept for stale reads (its meta's ``keep``)."""
+        meta = item[_META]
+        return (
+            meta is not None
+            and meta.keep > 0
+            and item[_EXPIRES] + meta.keep > now
+            and self._usable(item)
+        )
+
+    def _claim_refresh(
+        self, shard: _Shard, key: Hashable, tags: tuple[Hashable, ...]
+    ) -> Flight | None:
+        """Register a background flight for ``key``; None if one runs or the cache closed."""
+        with shard.lock:
+            if self._refresher.closed or key in shard.flights:
+                return None
+            flight = Flight(self._gens_for(tags) if tags else _NO_GENS, background=True)
+            shard.flights[key] = flight
+            return flight
+
+    def _refresh_in_thread(
+        self,
+        key: Hashable,
+        factory: Callable[[], Any],
+        ttl: float | None,
+        tags: tuple[Hashable, ...],
+        policy: FreshnessPolicy,
+    ) -> None:
+        shard = self._shard_for(key)
+        flight = self._claim_refresh(shard, key, tags)
+        if flight is None:
+            return
+        run = functools.partial(self._run_refresh, shard, key, flight, factory, ttl, tags, policy)
+        if not self._refresher.submit(run):
+            self._finish_flight(shard, key, flight, retry=True)
+
+    def _run_refresh(
+        self,
+        shard: _Shard,
+        key: Hashable,
+        flight: Flight,
+        factory: Callable[[], Any],
+        ttl: float | None,
+        tags: tuple[Hashable, ...],
+        policy: FreshnessPolicy,
+    ) -> None:
+        """A sync background refresh, on the refresh executor. Never raises."""
+        if self._refresher.closed:  # queued before close(): abandon without calling factory
+            self._finish_flight(shard, key, flight, retry=True)
+            return
+        started = self._timer()
+        try:
+            value = factory()
+        except Exception as exc:
+            self._load_failed(shard, key, flight, exc, tags, policy, background=True)
+            return
+        except BaseException:
+            self._finish_flight(shard, key, flight, retry=True)
+            raise
+        self._load_done(shard, key, flight, value, ttl, tags, policy, self._timer() - started)
+
+    def _refresh_as_task(
+        self,
+        key: Hashable,
+        factory: Callable[[], Awaitable[Any]],
+        ttl: float | None,
+        tags: tuple[Hashable, ...],
+        policy: FreshnessPolicy,
+    ) -> None:
+        shard = self._shard_for(key)
+        flight = self._claim_refresh(shard, key, tags)
+        if flight is None:
+            return
+        coro = self._arun_refresh(shard, key, flight, factory, ttl, tags, policy)
+        if not self._refresher.spawn(coro):
+            self._finish_flight(shard, key, flight, retry=True)
+
+    async def _arun_refresh(
+        self,
+        shard: _Shard,
+        key: Hashable,
+        flight: Flight,
+        factory: Callable[[], Awaitable[Any]],
+        ttl: float | None,
+        tags: tuple[Hashable, ...],
+        policy: FreshnessPolicy,
+    ) -> None:
+        """An async background refresh, as a task on the loop that asked for it."""
+        started = self._timer()
+        try:
+            value = await _call_async(factory)
+        except Exception as exc:
+            self._load_failed(shard, key, flight, exc, tags, policy, background=True)
+            return
+        except BaseException:  # cancelled by close(): store nothing, let waiters retry
+            self._finish_flight(shard, key, flight, retry=True)
+            raise
+        self._load_done(shard, key, flight, value, ttl, tags, policy, self._timer() - started)
+
+    def _load_done(
+        self,
+        shard: _Shard,
+        key: Hashable,
+        flight: Flight,
+        value: Any,
+        ttl: float | None,
+        tags: tuple[Hashable, ...],
+        policy: FreshnessPolicy | None,
+        took: float,
+    ) -> None:
+        """Store a factory's result: ``None`` for ``negative_ttl``, else with its metadata."""
+        if policy is None:
+            self._finish_flight(shard, key, flight, value=value, ttl=ttl, tags=tags)
+        elif value is None and policy.negative_ttl is not None:
+            self._finish_flight(shard, key, flight, value=None, ttl=policy.negative_ttl, tags=tags)
+        else:
+            meta = policy.meta(took)
+            self._finish_flight(shard, key, flight, value=value, ttl=ttl, tags=tags, meta=meta)
+
+    def _load_failed(
+        self,
+        shard: _Shard,
+        key: Hashable,
+        flight: Flight,
+        error: Exception,
+        tags: tuple[Hashable, ...],
+        policy: FreshnessPolicy | None,
+        *,
+        background: bool = False,
+    ) -> Any:
+        """Handle a factory's exception; return a stale value to serve, or raise ``error``.
+
+        A "not found" exception is cached for ``negative_ttl``. Otherwise the failure
+        is counted on the entry (backoff before the next refresh), and within
+        ``stale_if_error`` the stale value is returned instead. In the background
+        nothing is raised: the failure is logged once per streak.
+        """
+        if policy is not None and policy.is_negative(error):
+            cached = CachedError(error)
+            self._finish_flight(
+                shard, key, flight, error=error, stored=cached, ttl=policy.negative_ttl, tags=tags
+            )
+        else:
+            stale = _MISSING
+            if policy is not None:
+                stale = self._note_failure(shard, key, policy, error, background)
+            if stale is not _MISSING and not background:
+                self._finish_flight(shard, key, flight, value=stale, stored=_MISSING)
+                return _unwrap(stale)
+            self._finish_flight(shard, key, flight, error=error)
+        if background:
+            return None
+        raise error
+
+    def _note_failure(
+        self,
+        shard: _Shard,
+        key: Hashable,
+        policy: FreshnessPolicy,
+        error: Exception,
+        background: bool,
+    ) -> Any:
+        """Count a failed load on the stored entry; return its value if it may be served."""
+        now = self._timer()
+        stale = _MISSING
+        failures = 0
+        with shard.lock:
+            item = self._data.get(key)
+            if item is not None and item[_META] is not None and self._usable(item):
+                meta = item[_META]
+                meta.failures = failures = meta.failures + 1
+                meta.retry_at = now + self._backoff.delay(failures, self._rng)
+                age = now - item[_EXPIRES]
+                if age < 0 or age < policy.stale_if_error:
+                    stale = item[_VALUE]
+        if background:
+            self._refresher.refresh_failures += 1
+        if background or stale is not _MISSING:
+            level = logging.WARNING if failures <= 1 else logging.DEBUG
+            logger.log(
+                level,
+                "cacheplug: loading %r failed (%s: %s); %s, next retry after backoff",
+                key,
+                type(error).__name__,
+                error,
+                "serving the stale value" if stale is not _MISSING else "keeping what is cached",
+                exc_info=level == logging.WARNING,
+            )
+        return stale
+
+    def _stale_or_raise(
+        self, key: Hashable, policy: FreshnessPolicy | None, error: BaseException
+    ) -> Any:
+        """For a waiter whose flight failed: the stale value under ``stale_if_error``, or raise."""
+        if policy is not None and policy.stale_if_error and not policy.is_negative(error):
+            item = self._data.get(key)
+            if (
+                item is not None
+                and item[_META] is not None
+                and self._usable(item)
+                and self._timer() - item[_EXPIRES] < policy.stale_if_error
+            ):
+                return _unwrap(item[_VALUE])
+        raise error
+
+    # -- lifecycle of background refreshes --------------------------------------------------
+
+    def set_refresh_executor(self, executor: RefreshExecutor | None) -> None:
+        """Run sync background refreshes on ``executor`` (``submit(fn)``); the runtime's
+        deferred worker. None returns to the cache's own small pool."""
+        self._refresher.executor = executor
+
+    def freshness_stats(self) -> FreshnessStats:
+        """Counters of stale reads and background refreshes (see :class:`FreshnessStats`)."""
+        return self._refresher.stats()
+
+    def close(self, timeout: float | None = 5.0) -> bool:
+        """Stop background refreshes; the cache stays usable as a plain cache.
+
+        Refreshes running now finish their factory but store nothing; queued ones
+        return without calling their factory; async ones are cancelled; the cache's own
+        refresh threads are joined. Afterwards ``get_or_set`` serves no stale value and
+        starts no refresh: a caller past expiry loads in the foreground. Idempotent.
+
+        :returns: False if a refresh thread was still running after ``timeout``.
+        """
+        self._abandon_refreshes()
+        return self._refresher.close(timeout)
+
+    async def aclose(self, timeout: float | None = 5.0) -> bool:
+        """:meth:`close`, then await the cancelled refresh tasks of the running loop."""
+        self._abandon_refreshes()
+        return await self._refresher.aclose(timeout)
+
+    def _abandon_refreshes(self) -> None:
+        refresher = self._refresher
+        refresher.closed = True  # before the sweep: no background flight starts after it
+        for shard in self._shards:
+            with shard.lock:
+                for flight in shard.flights.values():
+                    if flight.background and not flight.stale:
+                        flight.stale = True
+                        refresher.abandoned += 1
 
     # -- stats --------------------------------------------------------------------------
 
@@ -762,6 +1227,37 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
     def shard_sizes(self) -> list[int]:
         """Entries per shard, for dashboards and for judging the key distribution."""
         return [shard.size for shard in self._shards]
+
+    def shard_evictions(self) -> list[int]:
+        """Evictions per shard since creation (capacity evictions, not expirations)."""
+        return [shard.evictions for shard in self._shards]
+
+    def sample_keys(self, n: int, rng: random.Random | None = None) -> list[Hashable]:
+        """Return up to ``n`` keys drawn at random (with replacement), without locking.
+
+        The cost is O(n) whatever the cache's size: it picks random slots of the shard
+        queues, weighted by shard size. A key may be expired but not yet removed.
+        For dashboards that estimate the key mix; not an exact census.
+        """
+        pick = rng or random
+        shards = [shard for shard in self._shards if shard.size]
+        if n <= 0 or not shards:
+            return []
+        weights = [shard.size for shard in shards]
+        rand = pick.random
+        keys: list[Hashable] = []
+        tries = 0
+        # Holes never outnumber live entries for long (compaction), so 3n tries suffice.
+        while len(keys) < n and tries < 3 * n:
+            batch = pick.choices(shards, weights, k=n - len(keys))
+            tries += len(batch)
+            for shard in batch:
+                queue = shard.queue  # a compaction swaps in a new list; this one stays valid
+                if queue:
+                    item = queue[int(rand() * len(queue))]
+                    if item is not None:
+                        keys.append(item[_KEY])
+        return keys
 
     # A cache is a container with identity, not a value: compare and hash by identity
     # (Mapping would compare contents and make the cache unhashable).
@@ -849,7 +1345,7 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
             if shard.size >= shard.capacity:
                 evicted = self._evict_locked(shard, now)
             queue = shard.queue
-            item = [value, expires_at, gens, False, version, len(queue), key]
+            item = [value, expires_at, gens, False, version, len(queue), key, None]
             queue.append(item)
             shard.size += 1
             self._data[key] = item
@@ -858,6 +1354,7 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
             item[_GENS] = gens
             item[_VERSION] = version
             item[_VALUE] = value
+            item[_META] = None
         shard.sets += 1
         if shard.flights:
             flight = shard.flights.get(key)
@@ -925,11 +1422,16 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
 
     def _remove_dead(self, item: _Item) -> None:
         """Lazily remove an entry that a read found expired or invalidated."""
+        if item[_META] is not None and self._retained(item, self._timer()):
+            return  # kept for stale reads; checked first so that those take no lock
         key = item[_KEY]
         shard = self._shard_for(key)
         with shard.lock:
             # Re-check under the lock: a writer may have replaced or revived it.
-            if self._data.get(key) is not item or self._alive(item, self._timer()):
+            now = self._timer()
+            if self._data.get(key) is not item or self._alive(item, now):
+                return
+            if item[_META] is not None and self._retained(item, now):  # kept for stale reads
                 return
             self._drop_locked(shard, item)
             shard.expirations += 1

@@ -22,9 +22,19 @@ class Flight:
     (:meth:`wait`) or asyncio tasks on any loop (:meth:`async_waiter`).
     """
 
-    __slots__ = ("_async_waiters", "_done", "_lock", "error", "gens", "retry", "stale", "value")
+    __slots__ = (
+        "_async_waiters",
+        "_done",
+        "_lock",
+        "background",
+        "error",
+        "gens",
+        "retry",
+        "stale",
+        "value",
+    )
 
-    def __init__(self, gens: tuple[tuple[Any, int], ...] = ()) -> None:
+    def __init__(self, gens: tuple[tuple[Any, int], ...] = (), background: bool = False) -> None:
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -38,6 +48,9 @@ class Flight:
         # Tag generations read when the flight started: tags invalidated while the
         # factory runs make the stored entry invisible at once.
         self.gens = gens
+        # A background refresh (stale-while-revalidate, early refresh): the cache's
+        # close() marks these stale, so nothing they load is stored after close.
+        self.background = background
 
     def resolve(
         self, value: Any = None, error: BaseException | None = None, retry: bool = False
