@@ -1,0 +1,1 @@
+"""A small Django project the Django adapter tests run against (pytest-django)."""
