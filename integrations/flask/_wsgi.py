@@ -1,0 +1,310 @@
+"""The WSGI layer ``init_app`` puts around ``app.wsgi_app``: request scope, early hits, stores.
+
+Three jobs, all at the WSGI level because only there is the response final (Flask saves
+the session, and may add ``Set-Cookie`` and ``Vary: Cookie``, after every
+``after_request`` hook has run):
+
+* **Request scope.** Every request runs inside ``request_context.scope()``, entered and
+  reset by a ``with`` around the whole Flask call, so it is reset however the view ends.
+* **Early hits.** A ``@plug.cached`` view that answered a ``(scheme, host, script,
+  path)`` once is recorded in the app's *early index*; the next GET/HEAD for it is looked
+  up and, on a hit, answered from ready-to-send pieces before Flask builds a request.
+* **Stores.** The decorator leaves a :class:`StorePlan` in the environ; this layer
+  captures status and headers in ``start_response``, adds ``X-Cache``, buffers the body
+  as it streams out and stores it when the body ends, if the shared policy allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cacheplug.context import request_context
+from cacheplug.http import (
+    X_CACHE,
+    BodyBuffer,
+    CachedResponse,
+    HttpCachePolicy,
+    RequestDecision,
+    StoreDecision,
+    add_variant,
+    variants_ttl,
+)
+
+if TYPE_CHECKING:
+    from .extension import FlaskPlugState
+
+__all__ = (
+    "FINAL_RESPONSE",
+    "STORE_PLAN",
+    "CachePlugWSGI",
+    "EnvironHeaders",
+    "StorePlan",
+    "sorted_query",
+)
+
+#: The environ key under which ``@cached`` leaves its :class:`StorePlan`.
+STORE_PLAN = "cacheplug.store_plan"
+#: The environ key of the final Flask response (after the session was saved).
+FINAL_RESPONSE = "cacheplug.final_response"
+_EARLY_INDEX_MAX = 10_000
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def _status_lines() -> dict[int, str]:
+    from werkzeug.http import HTTP_STATUS_CODES
+
+    return {code: f"{code} {HTTP_STATUS_CODES.get(code, 'UNKNOWN')}" for code in range(100, 600)}
+
+
+_STATUS_LINE = _status_lines()
+_ENVIRON_NAMES: dict[str, str] = {
+    "content-type": "CONTENT_TYPE",
+    "content-length": "CONTENT_LENGTH",
+}
+
+
+def _environ_name(name: str) -> str:
+    """``"accept-encoding"`` -> ``"HTTP_ACCEPT_ENCODING"`` (memoized: few names recur)."""
+    key = _ENVIRON_NAMES.get(name)
+    if key is None:
+        key = "HTTP_" + name.upper().replace("-", "_")
+        if len(_ENVIRON_NAMES) < 1024:
+            _ENVIRON_NAMES[name] = key
+    return key
+
+
+class EnvironHeaders(Mapping[str, str]):
+    """A read-only view of a WSGI environ as the policy's request-header mapping.
+
+    Same names and values as :func:`cacheplug.http.request_headers_from_environ`, but
+    nothing is copied: a lookup reads one environ key, which keeps the hit path cheap.
+    """
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self._environ = environ
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:  # the hot path: no exceptions
+        value = self._environ.get(_environ_name(name))
+        if value is None or not isinstance(value, str):
+            return default
+        return value.strip(" \t")
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        for key, value in self._environ.items():
+            if not isinstance(value, str):
+                continue
+            if key.startswith("HTTP_"):
+                yield key[5:].replace("_", "-").lower()
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                yield key.replace("_", "-").lower()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def sorted_query(query: str) -> str:
+    """Sort ``a=1&b=2`` parameters by name (stable for repeats) and drop empty ones.
+
+    Both the early path and the decorator build cache keys with it, so they agree.
+    """
+    if "&" not in query:
+        return query
+    params = [p for p in query.split("&") if p]
+    params.sort(key=lambda p: p.partition("=")[0])
+    return "&".join(params)
+
+
+def keep_final_response(sender: Any, response: Any, **extra: Any) -> None:
+    """``request_finished`` receiver: keep the final response of a ``@cached`` view.
+
+    Flask sends it after every ``after_request`` hook and the session save, so the
+    response's body belongs to the headers the WSGI layer captures.
+    """
+    from flask import request
+
+    environ = request.environ
+    if STORE_PLAN in environ:
+        environ[FINAL_RESPONSE] = response
+
+
+def early_slot(environ: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The early index's key for a request: what must match for the same view to answer."""
+    return (
+        environ.get("wsgi.url_scheme"),
+        environ.get("HTTP_HOST"),
+        environ.get("SCRIPT_NAME", ""),
+        environ.get("PATH_INFO", ""),
+    )
+
+
+@dataclass(slots=True)
+class StorePlan:
+    """What ``@cached`` decided before its view ran; the WSGI layer acts on the response.
+
+    :ivar key: the cache key of the URL's variants.
+    :ivar decision: the policy's request decision (``X-Cache``, store, invalidate).
+    :ivar policy: the policy to store with (its ``default_ttl`` is the view's timeout).
+    :ivar tags: tags for the stored entry.
+    """
+
+    key: str
+    decision: RequestDecision
+    policy: HttpCachePolicy
+    tags: tuple[str, ...] = ()
+
+
+class CachePlugWSGI:
+    """Wraps ``app.wsgi_app``: request scope, early hits and response stores (see module).
+
+    Thread-safe: it keeps no per-request state on itself.
+    """
+
+    def __init__(self, wsgi_app: WSGIApp, state: FlaskPlugState) -> None:
+        self.wsgi_app = wsgi_app
+        self.state = state
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        state = self.state
+        if not state.started:
+            state.start()
+        if state.early_index:
+            method = environ.get("REQUEST_METHOD")
+            if method == "GET" or method == "HEAD":
+                slot = state.early_index.get(early_slot(environ))
+                if slot is not None:
+                    served = self._early_hit(environ, start_response, slot, method)
+                    if served is not None:
+                        return served
+        captured: list[Any] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            plan = environ.get(STORE_PLAN)
+            if plan is not None:
+                headers = [*headers, (X_CACHE, plan.decision.x_cache)]
+                captured.append((status, headers))
+            return start_response(status, headers, exc_info)
+
+        with request_context.scope():
+            app_iter = self.wsgi_app(environ, capture)
+        plan = environ.get(STORE_PLAN)
+        if plan is None or not captured:
+            return app_iter
+        status_line, headers = captured[-1]
+        try:
+            status = int(status_line[:3])
+        except ValueError:
+            return app_iter
+        if plan.decision.invalidate:
+            if status < 400:  # RFC 9111 §4.4: a successful unsafe request invalidates
+                state.runtime.cache.delete(plan.key)
+            return app_iter
+        if not plan.decision.store:
+            return app_iter
+        request_headers = EnvironHeaders(environ)
+        now = plan.policy.clock()
+        decision = plan.policy.response_store_decision(status, headers, request_headers, now)
+        if not decision.store:
+            return app_iter
+        response = environ.get(FINAL_RESPONSE)
+        if response is not None and not response.is_streamed:
+            # The body is already in memory: store now, as the request ends, instead of
+            # when (and only if) the server finishes iterating it.
+            self._store(plan, status, headers, response.get_data(), request_headers, decision)
+            return app_iter
+        return self._stream_and_store(app_iter, plan, status, headers, request_headers, decision)
+
+    def _early_hit(
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        slot: tuple[str, bool],
+        method: str,
+    ) -> list[bytes] | None:
+        key, with_query = slot
+        if with_query:
+            query = environ.get("QUERY_STRING")
+            if query:
+                key = f"{key}?{sorted_query(query)}"
+        variants = self.state.runtime.cache.get(key)
+        if type(variants) is not tuple:
+            return None
+        policy = self.state.policy
+        headers = EnvironHeaders(environ)
+        decision = policy.request_decision(method, headers)
+        if not decision.lookup:
+            return None
+        now = policy.clock()
+        entry = policy.select(variants, headers, decision, now)
+        if entry is None:
+            return None
+        status, response_headers, body = entry.respond(headers, now, head=method == "HEAD")
+        start_response(_STATUS_LINE[status], response_headers)
+        return [body]
+
+    def _stream_and_store(
+        self,
+        app_iter: Iterable[bytes],
+        plan: StorePlan,
+        status: int,
+        headers: list[tuple[str, str]],
+        request_headers: Mapping[str, str],
+        decision: StoreDecision,
+    ) -> Iterator[bytes]:
+        """Yield the body through, then store it once it has been sent in full."""
+        policy = plan.policy
+        buffer = BodyBuffer(policy.max_body_bytes)
+        try:
+            for chunk in app_iter:
+                buffer.feed(chunk)
+                yield chunk
+        finally:
+            close = getattr(app_iter, "close", None)
+            if close is not None:
+                close()
+        # Reached only when the body ran to its end (not on a client disconnect).
+        if not buffer.overflowed:
+            self._store(plan, status, headers, buffer.body, request_headers, decision)
+
+    def _store(
+        self,
+        plan: StorePlan,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        request_headers: Mapping[str, str],
+        decision: StoreDecision,
+    ) -> None:
+        policy = plan.policy
+        now = policy.clock()
+        entry = policy.make_entry(
+            status, headers, body, request_headers, decision, now=now, tags=plan.tags
+        )
+        if entry is not None:
+            store_variant(self.state.runtime.cache, plan.key, entry, policy, now)
+
+
+def store_variant(
+    cache: Any, key: str, entry: CachedResponse, policy: HttpCachePolicy, now: float
+) -> None:
+    """Add ``entry`` to the variants under ``key``; the entry's tags cover them all."""
+    old = cache.get(key)
+    variants = add_variant(old if type(old) is tuple else None, entry, policy.max_variants, now)
+    tags: set[Hashable] = set()
+    for variant in variants:
+        tags.update(variant.tags)
+    cache.set(key, variants, ttl=variants_ttl(variants, now), tags=tags)

@@ -1,0 +1,235 @@
+"""``@plug.cached`` for views and ``@plug.memoize`` for functions.
+
+``cached`` applies the shared HTTP policy (:mod:`cacheplug.http`): only GET and HEAD are
+looked up, and a response is stored only if RFC 9111 allows a shared cache to store it
+(never with ``Set-Cookie``, ``private``, ``no-store``, nor for a request with
+``Authorization`` unless ``public``/``s-maxage``; ``Vary`` becomes part of the key). The
+decorator looks up and, on a miss, leaves a :class:`~._wsgi.StorePlan` in the environ;
+the WSGI layer stores the *final* response, after Flask has saved the session.
+
+``memoize`` uses the core's single-flight ``get_or_set``: concurrent misses on the same
+arguments run the function once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import inspect
+import math
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+from cachetools.keys import hashkey
+from flask import current_app, request
+
+from cacheplug.cache import NO_EXPIRY, ShardedTTLCache
+from cacheplug.errors import ConfigurationError
+
+from ._wsgi import STORE_PLAN, EnvironHeaders, StorePlan, sorted_query
+
+if TYPE_CHECKING:
+    from .extension import FlaskCachePlug
+
+__all__ = ("cached_view", "delete_memoized", "memoize")
+
+_MEMOIZED: Final = "__cacheplug_memoized__"
+#: Keyword options of the core's get_or_set that memoize may forward (freshness
+#: options such as ``stale_while_revalidate`` appear here once the core grows them).
+_GET_OR_SET_OPTIONS: Final = frozenset(inspect.signature(ShardedTTLCache.get_or_set).parameters) - {
+    "self",
+    "key",
+    "factory",
+    "ttl",
+    "tags",
+}
+
+
+def _seconds(timeout: object, what: str) -> float | None:
+    """Validate a decorator ``timeout``: None (default), 0 (never expires) or seconds > 0."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, dt.timedelta):
+        timeout = timeout.total_seconds()
+    if (
+        not isinstance(timeout, int | float)
+        or isinstance(timeout, bool)
+        or not math.isfinite(timeout)
+        or timeout < 0
+    ):
+        raise ConfigurationError(
+            f"{what} timeout must be None (the default), 0 (never expires), seconds > 0 or a "
+            f"timedelta, got {timeout!r}"
+        )
+    return float(timeout)
+
+
+def _call_view(view: Callable[..., Any], is_async: bool, args: Any, kwargs: Any) -> Any:
+    if is_async:
+        return current_app.ensure_sync(view)(*args, **kwargs)
+    return view(*args, **kwargs)
+
+
+def cached_view(
+    plug: FlaskCachePlug,
+    timeout: float | None = None,
+    key_prefix: str | Callable[[], str] = "view/%s",
+    query_string: bool = False,
+    unless: Callable[[], bool] | None = None,
+    tags: Iterable[str] | Callable[..., Iterable[str]] = (),
+) -> Callable[[Any], Any]:
+    """Build the ``@plug.cached(...)`` decorator for a view (sync or ``async def``).
+
+    :param timeout: seconds to keep a response that states no freshness of its own
+        (its ``s-maxage``/``max-age``/``Expires`` win); None uses the app's policy
+        default (``CACHEPLUG_TTL``), 0 keeps it until invalidated.
+    :param key_prefix: the cache key: ``"view/%s"`` (``%s`` gets ``request.path``), a
+        fixed string, or a callable returning the key (called in the request).
+    :param query_string: add the sorted query string to the key. When False (Flask-Caching's
+        default) ``/items?page=1`` and ``/items?page=2`` share one entry.
+    :param unless: called with no arguments per request; True bypasses the cache.
+    :param tags: tags for :meth:`FlaskCachePlug.invalidate_tags`, or a callable
+        receiving the view's keyword arguments and returning them.
+    :raises ConfigurationError: an argument has the wrong type or range.
+
+    A hit adds ``X-Cache: HIT`` and ``Age``, a stored 2xx carries an ``ETag`` and a
+    matching ``If-None-Match`` gets a 304. Hits for views without ``unless`` and with a
+    str ``key_prefix`` are answered before Flask dispatches (``CACHEPLUG_EARLY_HITS``),
+    so ``before_request`` hooks do not run for them; everything that decides what may be
+    shared must therefore show in the response's headers (``Vary``, ``Cache-Control``),
+    as it must for any HTTP cache. A successful POST/PUT/PATCH/DELETE to the same URL
+    drops the entry (RFC 9111 §4.4).
+    """
+    ttl = _seconds(timeout, "@cached")
+    view_timeout = (2.0**31) if ttl == 0 else ttl
+    if not (isinstance(key_prefix, str) or callable(key_prefix)):
+        raise ConfigurationError(f"key_prefix must be a str or a callable, got {key_prefix!r}")
+    if unless is not None and not callable(unless):
+        raise ConfigurationError(f"unless must be a callable or None, got {unless!r}")
+    if isinstance(tags, str):
+        raise ConfigurationError(f"tags must be an iterable of str, not a str: {tags!r}")
+    fixed_tags = () if callable(tags) else tuple(tags)
+    early = unless is None and isinstance(key_prefix, str)
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        is_async = inspect.iscoroutinefunction(view)
+
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            state = plug.state()
+            if unless is not None and unless():
+                return _call_view(view, is_async, args, kwargs)
+            environ = request.environ
+            headers = EnvironHeaders(environ)
+            decision = state.policy.request_decision(environ["REQUEST_METHOD"], headers)
+            if isinstance(key_prefix, str):
+                base = key_prefix % request.path if "%s" in key_prefix else key_prefix
+            else:
+                base = key_prefix()
+            key = base
+            if query_string:
+                query = environ.get("QUERY_STRING")
+                if query:
+                    key = f"{base}?{sorted_query(query)}"
+            if decision.lookup:
+                policy = state.policy
+                variants = state.runtime.cache.get(key)
+                if early:
+                    state.remember_early(environ, base, query_string)
+                if type(variants) is tuple:
+                    now = policy.clock()
+                    entry = policy.select(variants, headers, decision, now)
+                    if entry is not None:
+                        status, hit_headers, body = entry.respond(headers, now)
+                        return current_app.response_class(body, status, hit_headers)
+            entry_tags = tuple(tags(**kwargs)) if callable(tags) else fixed_tags
+            environ[STORE_PLAN] = StorePlan(
+                key, decision, state.policy_for(view_timeout), entry_tags
+            )
+            return _call_view(view, is_async, args, kwargs)
+
+        wrapper.__cacheplug_cached__ = True  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorator
+
+
+def memoize(
+    plug: FlaskCachePlug,
+    timeout: float | None = None,
+    tags: Iterable[str] = (),
+    options: dict[str, Any] | None = None,
+) -> Callable[[Any], Any]:
+    """Build the ``@plug.memoize(...)`` decorator (sync or ``async def`` functions).
+
+    Results live in the current app's cache (an app context is needed) under the key
+    ``("memoize:<module>.<qualname>", hashkey(*args, **kwargs))``, so arguments must be
+    hashable. ``None`` results are cached too; exceptions are not. Every result carries
+    the tag ``"memoize:<module>.<qualname>"`` plus ``tags``.
+
+    :param timeout: None (the app's ``ttl``), 0 (never expires), seconds or a timedelta.
+    :param tags: extra tags for :meth:`FlaskCachePlug.invalidate_tags`.
+    :param options: further keyword options of the core's ``get_or_set``.
+    :raises ConfigurationError: a bad ``timeout``/``tags`` or an unknown option.
+    """
+    seconds = _seconds(timeout, "@memoize")
+    ttl = NO_EXPIRY if seconds == 0 else seconds
+    if isinstance(tags, str):
+        raise ConfigurationError(f"tags must be an iterable of str, not a str: {tags!r}")
+    options = dict(options or {})
+    unknown = sorted(set(options) - _GET_OR_SET_OPTIONS)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown @memoize option(s) {unknown}; this cacheplug's get_or_set accepts "
+            f"{sorted(_GET_OR_SET_OPTIONS) or 'none'}"
+        )
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        name = f"memoize:{fn.__module__}.{fn.__qualname__}"
+        all_tags = (name, *tags)
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                cache = plug.runtime().cache
+                return await cache.aget_or_set(
+                    (name, hashkey(*args, **kwargs)),
+                    lambda: fn(*args, **kwargs),
+                    ttl,
+                    all_tags,
+                    **options,
+                )
+
+            wrapper: Callable[..., Any] = async_wrapper
+        else:
+
+            @functools.wraps(fn)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                cache = plug.runtime().cache
+                return cache.get_or_set(
+                    (name, hashkey(*args, **kwargs)),
+                    lambda: fn(*args, **kwargs),
+                    ttl,
+                    all_tags,
+                    **options,
+                )
+
+            wrapper = sync_wrapper
+        setattr(wrapper, _MEMOIZED, name)
+        wrapper.uncached = fn  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorator
+
+
+def delete_memoized(plug: FlaskCachePlug, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
+    """Drop ``fn``'s result for ``args``/``kwargs``; with neither, drop all its results."""
+    name = getattr(fn, _MEMOIZED, None)
+    if name is None:
+        raise TypeError(f"{fn!r} is not decorated with @plug.memoize; pass the decorated function")
+    runtime = plug.runtime()
+    if not args and not kwargs:
+        runtime.invalidate_tags(name)
+    else:
+        runtime.cache.delete((name, hashkey(*args, **kwargs)))
