@@ -1,0 +1,282 @@
+"""The ``asgi`` suite: CachePlugMiddleware's hit and miss paths, in-process ASGI calls.
+
+No server and no TestClient: each request is one ``await app(scope, receive, send)``
+with a fresh scope dict, a constant ``receive`` and a ``send`` that drops the messages,
+the same for every contender, all on one event loop.
+
+1. **Hit path** (one URL, warm): cacheplug's middleware in front of a FastAPI app
+   (``add_middleware``, as users write it) against the reference, a Starlette route
+   returning precomputed bytes; fastapi-cache2 ``@cache`` with ``InMemoryBackend``; and
+   the uncached FastAPI endpoint.
+2. **Miss path** (a new URL every request, so every request runs the app and stores):
+   cacheplug against the same uncached FastAPI endpoint (the reference).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from benchmarks import _harness as h
+from cacheplug import CachePlug
+
+SUITE = "asgi"
+STARLETTE = "Starlette precomputed bytes"
+CACHEPLUG = "cacheplug hit (FastAPI + middleware)"
+CACHEPLUG_MISS = "cacheplug miss (FastAPI + middleware)"
+FASTAPI_CACHE = "fastapi-cache2 hit (InMemoryBackend)"
+UNCACHED = "FastAPI uncached"
+
+PRODUCT = {
+    "id": 42,
+    "name": "Espresso machine",
+    "price": 349.0,
+    "currency": "EUR",
+    "tags": ["kitchen", "coffee", "appliance"],
+    "stock": 17,
+    "description": "A compact 15-bar espresso machine with a steam wand.",
+}
+
+BASE_HEADERS = [
+    (b"host", b"shop.example.com"),
+    (b"user-agent", b"bench/1.0"),
+    (b"accept", b"application/json"),
+    (b"accept-encoding", b"gzip, deflate"),
+]
+
+TARGETS: list[tuple[str, str, str, float, str]] = [
+    # (op, contender, baseline, ratio, sense)
+    ("GET hit", CACHEPLUG, STARLETTE, 1.0, "ge"),
+    ("GET hit", CACHEPLUG, FASTAPI_CACHE, 20.0, "ge"),
+    ("GET miss", CACHEPLUG_MISS, UNCACHED, 1 / 1.15, "ge"),  # adds at most 15%
+]
+
+
+def _scope(path: str, query: bytes = b"") -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": BASE_HEADERS,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+_REQUEST = {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _receive() -> dict[str, Any]:
+    return _REQUEST
+
+
+class _Sink:
+    """The server's ``send``: remembers the last status, so a broken app is noticed."""
+
+    def __init__(self) -> None:
+        self.status = 0
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+
+
+def _driver(loop: asyncio.AbstractEventLoop, app: Any, path: str, unique: bool) -> h.Target:
+    """A Target whose ``raw(n)`` makes n requests; ``unique`` gives each its own query."""
+    sink = _Sink()
+    base = _scope(path)
+    counter = [0]
+
+    async def many(n: int) -> None:
+        if unique:
+            start = counter[0]
+            counter[0] += n
+            for i in range(start, start + n):
+                scope = dict(base)
+                scope["query_string"] = b"v=%d" % i
+                await app(scope, _receive, sink)
+        else:
+            for _ in range(n):
+                await app(dict(base), _receive, sink)
+        if sink.status != 200:
+            raise RuntimeError(f"{path} answered {sink.status}")
+
+    def run(n: int) -> None:
+        loop.run_until_complete(many(n))
+
+    run(3)  # warm: builds the middleware stack, fills the caches
+    return h.Target(get=run, set=run, delete=run, raw=run)
+
+
+def _fastapi_app(middleware: CachePlug | None = None) -> Any:
+    from fastapi import FastAPI
+
+    from cacheplug.integrations.asgi import CachePlugMiddleware
+
+    app = FastAPI()
+
+    @app.get("/products/42")
+    async def product() -> dict[str, Any]:
+        return PRODUCT
+
+    if middleware is not None:
+        app.add_middleware(CachePlugMiddleware, plug=middleware, cache_responses=True)
+    return app
+
+
+def _contenders(loop: asyncio.AbstractEventLoop, plugs: list[CachePlug]) -> dict[str, Callable]:
+    def starlette() -> h.Target:
+        import json
+
+        from starlette.applications import Starlette
+        from starlette.responses import Response
+        from starlette.routing import Route
+
+        body = json.dumps(PRODUCT, separators=(",", ":")).encode()
+
+        async def endpoint(request: Any) -> Response:
+            return Response(body, media_type="application/json")
+
+        app = Starlette(routes=[Route("/products/42", endpoint)])
+        return _driver(loop, app, "/products/42", unique=False)
+
+    def cacheplug(unique: bool) -> Callable[[], h.Target]:
+        def prepare() -> h.Target:
+            plug = CachePlug(maxsize=20_000, ttl=300, sweep_interval=0).start()
+            plugs.append(plug)
+            target = _driver(loop, _fastapi_app(plug), "/products/42", unique=unique)
+            target.close = plug.close
+            return target
+
+        return prepare
+
+    def fastapi_cache() -> h.Target:
+        from fastapi import FastAPI
+        from fastapi_cache import FastAPICache
+        from fastapi_cache.backends.inmemory import InMemoryBackend
+        from fastapi_cache.decorator import cache
+
+        FastAPICache.init(InMemoryBackend(), prefix="bench-asgi")
+        app = FastAPI()
+
+        @app.get("/products/42")
+        @cache(expire=300)
+        async def product() -> dict[str, Any]:
+            return PRODUCT
+
+        def close() -> None:
+            FastAPICache.reset()
+
+        target = _driver(loop, app, "/products/42", unique=False)
+        target.close = close
+        return target
+
+    def uncached(unique: bool) -> Callable[[], h.Target]:
+        return lambda: _driver(loop, _fastapi_app(), "/products/42", unique=unique)
+
+    return {
+        "starlette": starlette,
+        "cacheplug": cacheplug(False),
+        "cacheplug-miss": cacheplug(True),
+        "fastapi-cache": fastapi_cache,
+        "uncached": uncached(False),
+        "uncached-unique": uncached(True),
+    }
+
+
+def _op(name: str) -> h.Op:
+    return h.Op(name, lambda target, part, parts: h.Runner(target.raw))
+
+
+def target_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per target, with the measured ratio and met/missed."""
+    found = []
+    for op, contender, baseline, need, sense in TARGETS:
+        got = h.ratio_of(rows, contender, baseline, op)
+        status = "n/a" if math.isnan(got) else ("met" if got >= need else "missed")
+        label = (
+            f"{op}: {contender} ≥ {need:g}x {baseline}"
+            if op != "GET miss"
+            else f"{op}: {UNCACHED} ≤ 1.15x the time of cacheplug (ratio ≥ 0.87)"
+        )
+        found.append(
+            {
+                "section": "targets",
+                "target_name": label,
+                "op": op,
+                "baseline": baseline,
+                "target": need,
+                "ratio": got,
+                "status": status,
+                "sense": sense,
+            }
+        )
+    return found
+
+
+def run(smoke: bool = False) -> list[dict[str, Any]]:
+    """Run the asgi suite; print markdown; write JSON; return every row."""
+    with h.use_settings(smoke=smoke or h.current_settings().smoke):
+        return _run()
+
+
+def _run() -> list[dict[str, Any]]:
+    versions = {
+        "cacheplug": h.dist_version("cacheplug"),
+        "starlette": h.dist_version("starlette"),
+        "fastapi": h.dist_version("fastapi"),
+        "fastapi-cache2": h.dist_version("fastapi-cache2"),
+    }
+    h.out(
+        h.header(
+            SUITE,
+            versions,
+            note="in-process ASGI calls on one event loop: fresh scope dict per request, "
+            "constant receive, a send that drops messages; no server, no TestClient",
+        )
+    )
+    loop = asyncio.new_event_loop()
+    plugs: list[CachePlug] = []
+    try:
+        make = _contenders(loop, plugs)
+        hit = [
+            h.Contender(STARLETTE, versions["starlette"], make["starlette"]),
+            h.Contender(CACHEPLUG, versions["cacheplug"], make["cacheplug"]),
+            h.Contender(FASTAPI_CACHE, versions["fastapi-cache2"], make["fastapi-cache"]),
+            h.Contender(UNCACHED, versions["fastapi"], make["uncached"]),
+        ]
+        miss = [
+            h.Contender(UNCACHED, versions["fastapi"], make["uncached-unique"]),
+            h.Contender(CACHEPLUG_MISS, versions["cacheplug"], make["cacheplug-miss"]),
+        ]
+        rows = []
+        for title, contenders, op, reference in (
+            ("Hit path: one warm URL", hit, "GET hit", STARLETTE),
+            ("Miss path: a new URL every request", miss, "GET miss", UNCACHED),
+        ):
+            h.out(f"\n## {title}\n")
+            prepared = h.prepare_all(contenders)
+            try:
+                section = h.measure(prepared, [_op(op)], reference=reference, section=op)
+            finally:
+                h.close_all(prepared)
+            h.out(h.results_table(section, reference))
+            rows.extend(section)
+    finally:
+        for plug in plugs:
+            plug.close()
+        loop.close()
+    found = target_rows(rows)
+    h.out("\n## Targets\n")
+    h.out(h.targets_table(found))
+    all_rows = [*rows, *found]
+    h.write_results(SUITE, versions, all_rows)
+    return all_rows

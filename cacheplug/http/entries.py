@@ -1,0 +1,173 @@
+"""Stored responses: :class:`CachedResponse`, the variant list and :class:`BodyBuffer`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .decisions import RequestDecision
+from .directives import CacheControl
+from .etag import if_none_match_matches
+from .headers import X_CACHE, X_CACHE_HIT, Headers, RawHeaders, encode_asgi_headers
+
+__all__ = ("BodyBuffer", "CachedResponse", "add_variant", "variants_ttl")
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    """One stored variant, as adapters keep it in the cache (picklable, immutable).
+
+    Build it with :meth:`HttpCachePolicy.make_entry`. ``headers`` exclude hop-by-hop
+    fields, ``Age`` and ``X-Cache``, and include ``ETag``. Times are epoch seconds from
+    the policy clock (wall time, so entries survive a restart with their age intact).
+    """
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    etag: str
+    stored_at: float
+    ttl: float
+    expires_at: float
+    initial_age: int
+    vary_names: tuple[str, ...]
+    vary_values: tuple[str | None, ...]
+    cache_control: CacheControl
+    swr: int | None = None
+    sie: int | None = None
+    tags: tuple[str, ...] = ()
+    raw_headers: tuple[tuple[bytes, bytes], ...] = ()
+    not_modified: tuple[tuple[str, str], ...] = ()
+
+    def age(self, now: float) -> int:
+        """Whole seconds since the origin generated it (RFC 9111 §4.2.3, simplified)."""
+        resident = int(now - self.stored_at)
+        return self.initial_age + resident if resident > 0 else self.initial_age
+
+    def is_fresh(self, now: float) -> bool:
+        """True until ``expires_at``."""
+        return now < self.expires_at
+
+    def usable(self, decision: RequestDecision, now: float) -> bool:
+        """Fresh, and within the request's ``max-age`` / ``min-fresh`` if it gave them."""
+        if now >= self.expires_at:
+            return False
+        if decision.max_age is not None and self.age(now) > decision.max_age:
+            return False
+        return decision.min_fresh is None or self.expires_at - now >= decision.min_fresh
+
+    def matches_vary(self, request_headers: Mapping[str, str]) -> bool:
+        """True if the request has the same values for this variant's Vary names."""
+        get = request_headers.get
+        for name, value in zip(self.vary_names, self.vary_values, strict=True):
+            if get(name) != value:
+                return False
+        return True
+
+    def hit_headers(self, now: float) -> Headers:
+        """Stored headers plus ``Age`` and ``X-Cache: HIT`` (normalized str form)."""
+        return [*self.headers, ("age", str(self.age(now))), (X_CACHE, X_CACHE_HIT)]
+
+    def hit_headers_asgi(self, now: float) -> RawHeaders:
+        """:meth:`hit_headers` as ASGI bytes, from headers encoded once at build time."""
+        resident = int(now - self.stored_at)
+        age = self.initial_age + resident if resident > 0 else self.initial_age
+        return [*self.raw_headers, (b"age", b"%d" % age), (b"x-cache", b"HIT")]
+
+    def respond(
+        self,
+        request_headers: Mapping[str, str],
+        now: float,
+        *,
+        head: bool = False,
+        asgi: bool = False,
+    ) -> tuple[int, list, bytes]:
+        """``(status, headers, body)`` to send for a hit; a 304 when If-None-Match matches.
+
+        The 304 is answered only for a stored 2xx (RFC 9110 §13.2.1) and carries the
+        :func:`not_modified_headers` plus ``Age`` and ``X-Cache`` and no body. ``head``
+        drops the body but keeps ``Content-Length``. ``asgi`` returns bytes headers.
+        """
+        inm = request_headers.get("if-none-match")
+        if inm is not None and 200 <= self.status < 300 and if_none_match_matches(inm, self.etag):
+            age = self.age(now)
+            if asgi:
+                return (
+                    304,
+                    [
+                        *encode_asgi_headers(self.not_modified),
+                        (b"age", b"%d" % age),
+                        (b"x-cache", b"HIT"),
+                    ],
+                    b"",
+                )
+            return 304, [*self.not_modified, ("age", str(age)), (X_CACHE, X_CACHE_HIT)], b""
+        headers = self.hit_headers_asgi(now) if asgi else self.hit_headers(now)
+        return self.status, headers, b"" if head else self.body
+
+
+def add_variant(
+    variants: Sequence[CachedResponse] | None,
+    entry: CachedResponse,
+    max_variants: int,
+    now: float,
+) -> tuple[CachedResponse, ...]:
+    """Return the variants to store under a primary key after storing ``entry``.
+
+    Newest first (RFC 9111 §4.1: the most recent match wins); a variant with the same
+    Vary names and values is replaced; variants past their freshness plus any RFC 5861
+    stale window are dropped; at most ``max_variants`` are kept.
+    """
+    kept = [entry]
+    for old in variants or ():
+        if len(kept) >= max_variants:
+            break
+        if old.vary_names == entry.vary_names and old.vary_values == entry.vary_values:
+            continue
+        if now >= old.expires_at + max(old.swr or 0, old.sie or 0):
+            continue
+        kept.append(old)
+    return tuple(kept)
+
+
+def variants_ttl(variants: Sequence[CachedResponse], now: float) -> float:
+    """Seconds the primary-key entry should live: the longest variant's fresh + stale time."""
+    return max(
+        (v.expires_at + max(v.swr or 0, v.sie or 0) - now for v in variants),
+        default=0.0,
+    )
+
+
+class BodyBuffer:
+    """Collects a response body while it streams through, up to ``limit`` bytes.
+
+    :meth:`feed` returns False once the body exceeds the limit; the buffer is then freed
+    and the caller stops buffering (it keeps streaming the body to the client untouched).
+    Not thread-safe: one buffer per response.
+    """
+
+    __slots__ = ("_chunks", "limit", "overflowed", "size")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.overflowed = False
+        self._chunks: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> bool:
+        """Add ``chunk``; False (and drop everything) once more than ``limit`` bytes came."""
+        if self.overflowed:
+            return False
+        self.size += len(chunk)
+        if self.size > self.limit:
+            self.overflowed = True
+            self._chunks.clear()
+            return False
+        if chunk:
+            self._chunks.append(chunk)
+        return True
+
+    @property
+    def body(self) -> bytes:
+        """The collected body; ``b""`` after an overflow."""
+        return b"".join(self._chunks)

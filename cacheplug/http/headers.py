@@ -1,0 +1,96 @@
+"""Normalized header forms and the ASGI / WSGI converters into them.
+
+Names are lowercase ``str``; values are ``str`` decoded as latin-1 (never fails, and
+round-trips to ASGI bytes unchanged). See the package docstring for the full contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+__all__ = (
+    "X_CACHE",
+    "X_CACHE_BYPASS",
+    "X_CACHE_HIT",
+    "X_CACHE_MISS",
+    "Headers",
+    "RawHeaders",
+    "decode_asgi_headers",
+    "encode_asgi_headers",
+    "request_header_map",
+    "request_headers_from_asgi",
+    "request_headers_from_environ",
+)
+
+Headers = list[tuple[str, str]]
+RawHeaders = list[tuple[bytes, bytes]]
+
+#: Response header that reports what the cache did.
+X_CACHE = "x-cache"
+X_CACHE_HIT = "HIT"
+X_CACHE_MISS = "MISS"
+X_CACHE_BYPASS = "BYPASS"
+
+
+def decode_asgi_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """Convert ASGI ``[(b"Name", b"value")]`` to the normalized ``[("name", "value")]``.
+
+    Names are lowercased; both halves are decoded as latin-1, which never fails.
+    """
+    return [(n.lower().decode("latin-1"), v.decode("latin-1")) for n, v in raw]
+
+
+def encode_asgi_headers(headers: Iterable[tuple[str, str]]) -> RawHeaders:
+    """Convert normalized ``[("name", "value")]`` pairs back to ASGI bytes (latin-1).
+
+    :raises UnicodeEncodeError: a value holds a character above U+00FF, which cannot
+        appear in an HTTP header; values produced by this module never do.
+    """
+    return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+
+
+def request_header_map(pairs: Iterable[tuple[str | bytes, str | bytes]]) -> dict[str, str]:
+    """Build the request-header mapping from ``(name, value)`` pairs of str or bytes.
+
+    Names are lowercased, bytes decoded as latin-1, surrounding whitespace stripped, and
+    repeated fields joined with ``", "`` (``"; "`` for ``cookie``, RFC 9113 §8.2.3).
+    """
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        n = name.lower().decode("latin-1") if isinstance(name, bytes) else name.lower()
+        v = (value.decode("latin-1") if isinstance(value, bytes) else value).strip(" \t")
+        prev = out.get(n)
+        if prev is None:
+            out[n] = v
+        else:
+            out[n] = prev + ("; " if n == "cookie" else ", ") + v
+    return out
+
+
+def request_headers_from_asgi(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Build the request-header mapping from an ASGI scope's ``headers`` list."""
+    out: dict[str, str] = {}
+    for name, value in raw:
+        n = name.lower().decode("latin-1")
+        v = value.decode("latin-1").strip(" \t")
+        prev = out.get(n)
+        out[n] = v if prev is None else prev + ("; " if n == "cookie" else ", ") + v
+    return out
+
+
+def request_headers_from_environ(environ: Mapping[str, object]) -> dict[str, str]:
+    """Build the request-header mapping from a WSGI environ or Django's ``request.META``.
+
+    ``HTTP_ACCEPT_ENCODING`` becomes ``accept-encoding``; ``CONTENT_TYPE`` and
+    ``CONTENT_LENGTH`` are included. PEP 3333 values are already latin-1 ``str``; anything
+    that is not a ``str`` is skipped.
+    """
+    out: dict[str, str] = {}
+    for key, value in environ.items():
+        if not isinstance(value, str):
+            continue
+        if key.startswith("HTTP_"):
+            out[key[5:].replace("_", "-").lower()] = value.strip(" \t")
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            out[key.replace("_", "-").lower()] = value.strip(" \t")
+    return out
