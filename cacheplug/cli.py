@@ -132,12 +132,36 @@ def bench(args: argparse.Namespace) -> int:
     Arg("--secret", default=None, help="signing secret (default: $CACHEPLUG_SECRET)"),
 )
 def inspect(args: argparse.Namespace) -> int:
-    """Print what a state file holds; exit 1 if it is missing, foreign or does not verify."""
+    """Print what a state file holds; exit 1 if it is missing, foreign or does not verify.
+
+    While a snapshot decodes, a ``\\r`` progress bar runs on stderr if it is a terminal.
+    """
+    from cacheplug._progress import TerminalProgress
     from cacheplug.persistence import inspect_state
 
-    report = inspect_state(args.path, secret=args.secret, pattern=args.keys, limit=args.limit)
+    bar = TerminalProgress(f"decoding {Path(args.path).name}", sys.stderr)
+    try:
+        report = inspect_state(
+            args.path, secret=args.secret, pattern=args.keys, limit=args.limit, progress=bar
+        )
+    finally:
+        bar.close()
     print(report.format())
     return 0 if report.ok else 1
+
+
+@command(
+    "demo",
+    "serve the example FastAPI shop on the embedded cache (no Redis needed); Ctrl-C saves",
+    Arg("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)"),
+    Arg("--port", type=int, default=8000, help="port (default 8000)"),
+    Arg("--state-dir", default="./.cacheplug", help="where state is saved (default ./.cacheplug)"),
+)
+def demo(args: argparse.Namespace) -> int:
+    """Run the demo shop until interrupted; exit 1 without a checkout or its extras."""
+    from cacheplug.demo import run_demo
+
+    return run_demo(args.host, args.port, Path(args.state_dir))
 
 
 if __name__ == "__main__":
