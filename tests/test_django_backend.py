@@ -33,6 +33,11 @@ def custom_key_func(key, key_prefix, version):
     return "CUSTOM-" + "-".join([key_prefix, str(version), key])
 
 
+def _incr_missing(cache):
+    with pytest.raises(ValueError, match="not found"):
+        cache.incr("k")
+
+
 class CacheContract:
     """Tests every backend must pass. Subclasses set ``backend``."""
 
@@ -112,6 +117,29 @@ class CacheContract:
         assert cache.get("key1") is None
         assert cache.get("key2") == "eggs"
         assert cache.delete("key1") is False
+
+    def test_delete_of_an_expired_entry_not_read_since_returns_true(self, cache, timer):
+        cache.set("gone", "v", 1)
+        timer.advance(2)
+        assert cache.delete("gone") is True
+        assert cache.delete("gone") is False
+
+    @pytest.mark.parametrize(
+        ("read", "deleted"),
+        [
+            (lambda c: c.get("k"), False),
+            (lambda c: c.has_key("k"), False),
+            (_incr_missing, False),
+            (lambda c: c.touch("k", 10), True),  # touch leaves an expired entry stored
+            (lambda c: c.get_many(["k"]), False),
+        ],
+        ids=["get", "has_key", "incr", "touch", "get_many"],
+    )
+    def test_reads_that_remove_an_expired_entry(self, cache, timer, read, deleted):
+        cache.set("k", 1, 1)
+        timer.advance(2)
+        read(cache)
+        assert cache.delete("k") is deleted
 
     def test_has_key_and_contains(self, cache):
         cache.set("hello1", "goodbye1")
@@ -510,6 +538,34 @@ class TestLocMemCache(CacheContract):
 
     backend = "locmem"
 
+    def test_cull_drops_the_least_recently_read(self, make):
+        cache = make(OPTIONS={"MAX_ENTRIES": 4, "CULL_FREQUENCY": 2})
+        for i in range(4):
+            cache.set(f"k{i}", i)
+        cache.get("k0")
+        cache.get("k1")
+        cache.set("k4", 4)  # full: culls half, least recently read first
+        assert [cache.has_key(f"k{i}") for i in range(5)] == [True, True, False, False, True]
+
 
 class TestCachePlugCache(CacheContract):
     backend = "cacheplug"
+
+    def test_cull_drops_the_oldest_writes_even_if_read(self, make):
+        """The documented difference: culling follows write order, not reads."""
+        cache = make(OPTIONS={"MAX_ENTRIES": 4, "CULL_FREQUENCY": 2})
+        for i in range(4):
+            cache.set(f"k{i}", i)
+        cache.get("k0")
+        cache.get("k1")
+        cache.set("k4", 4)
+        assert [cache.has_key(f"k{i}") for i in range(5)] == [False, False, True, True, True]
+
+    def test_sieve_eviction_keeps_recently_read_entries(self, make):
+        cache = make(OPTIONS={"MAX_ENTRIES": 4, "EVICTION": "sieve", "SHARDS": 1})
+        for i in range(4):
+            cache.set(f"k{i}", i)
+        cache.get("k0")
+        cache.get("k1")
+        cache.set("k4", 4)
+        assert [cache.has_key(k) for k in ("k0", "k1", "k4")] == [True, True, True]

@@ -255,3 +255,17 @@ def test_command_errors(persistent):
         call_command("cacheplug", "stats", alias="locmem")
     with pytest.raises(CommandError, match="failed"):
         call_command("cacheplug", "save", alias="default")  # no STATE_DIR
+
+
+def test_a_closed_plug_is_replaced_and_an_unstarted_one_is_shared():
+    location = f"lifecycle-replace-{next(itertools.count())}-{os.getpid()}"
+    options = {"name": location, "sweep_interval": 0}
+    plug = lifecycle.plug_for(location, options)
+    assert lifecycle.plug_for(location, options) is plug  # not started yet: still shared
+    plug.start()
+    assert lifecycle.plug_for(location, options) is plug
+    plug.close()
+    fresh = lifecycle.plug_for(location, options)
+    assert fresh is not plug
+    assert not fresh.started
+    assert lifecycle.plug_for(location, options) is fresh

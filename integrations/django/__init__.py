@@ -6,7 +6,10 @@ state and starts the worker once per process, and saves at exit), then use:
 * ``"BACKEND": "cacheplug.integrations.django.CachePlugCache"`` in ``CACHES``;
 * ``"cacheplug.integrations.django.RequestContextMiddleware"`` in ``MIDDLEWARE``;
 * ``"cacheplug.integrations.django.CacheMiddleware"`` (first in ``MIDDLEWARE``) or the
-  ``@cache_response`` view decorator for a page cache that never leaks ``Set-Cookie``.
+  ``@cache_response`` view decorator for a page cache that never leaks ``Set-Cookie``;
+* ``path("_cacheplug/", include("cacheplug.integrations.django.urls"))`` for the
+  dashboard and ``/metrics``, each off until ``CACHEPLUG_DASHBOARD`` /
+  ``CACHEPLUG_METRICS`` enables it (views in :mod:`.views`).
 
 See ``docs/django.md``.
 """

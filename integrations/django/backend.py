@@ -136,7 +136,14 @@ class CachePlugCache(BaseCache):
 
     def _make_room(self) -> None:
         """Cull as Django documents: expired entries first, then 1/CULL_FREQUENCY of the
-        rest (oldest writes first), or everything when CULL_FREQUENCY is 0."""
+        rest, or everything when CULL_FREQUENCY is 0.
+
+        LocMemCache culls the least recently *read* entries; the store keeps no read
+        order it could give cheaply (SIEVE keeps one "visited" bit per entry), so this
+        culls the entries stored longest ago (the store's insertion order; overwriting a
+        key keeps its place). ``EVICTION="sieve"`` keeps recently read entries instead,
+        one eviction at a time.
+        """
         cache = self._cache
         cache.expire()
         size = len(cache)
@@ -146,6 +153,16 @@ class CachePlugCache(BaseCache):
             cache.clear()
             return
         cache.delete_many(cache.keys()[: size // self._cull_frequency])
+
+    def _forget_expired(self, made: str) -> None:
+        """Remove ``made`` if it is stored but expired, as LocMemCache's reads do.
+
+        ShardedTTLCache has no public "stored, live or not" test; ``_data`` is its key ->
+        entry dict, read without a lock exactly as its own ``get`` does. The rare path
+        (an expired entry) goes through the public ``delete``.
+        """
+        if made in self._cache._data:
+            self._cache.delete(made)
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -175,8 +192,12 @@ class CachePlugCache(BaseCache):
         return found
 
     def has_key(self, key: Any, version: int | None = None) -> bool:
-        """True if ``key`` has a live value."""
-        return self._key(key, version) in self._cache
+        """True if ``key`` has a live value (an expired one is removed, as LocMemCache does)."""
+        made = self._key(key, version)
+        if made in self._cache:
+            return True
+        self._forget_expired(made)
+        return False
 
     # -- writes --------------------------------------------------------------------------
 
@@ -229,8 +250,16 @@ class CachePlugCache(BaseCache):
         return self._cache.touch(self._key(key, version), self._ttl(timeout))
 
     def delete(self, key: Any, version: int | None = None) -> bool:
-        """Remove ``key``; return whether it had a live value."""
-        return self._cache.delete(self._key(key, version))
+        """Remove ``key``; return whether it was stored, as LocMemCache does.
+
+        An entry that expired but was not read since is still stored, so deleting it
+        returns True, exactly as with LocMemCache; ``get``, ``has_key`` and ``incr``
+        remove an expired entry they meet (then ``delete`` returns False).
+        """
+        made = self._key(key, version)
+        cache = self._cache
+        stored = made in cache._data  # see _forget_expired
+        return cache.delete(made) or stored
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
         """Remove every key in ``keys``."""
@@ -247,6 +276,7 @@ class CachePlugCache(BaseCache):
         while True:
             entry = cache.get_entry(made)
             if entry is None:
+                self._forget_expired(made)
                 raise ValueError(f"Key '{made}' not found")
             old = entry.value
             new_value = (_loads(old[0]) if type(old) is list else old) + delta

@@ -7,6 +7,8 @@
 * ``cacheplug.E004``: an option value that cacheplug rejects.
 * ``cacheplug.E005``: aliases sharing a ``LOCATION`` (and so one store) disagree on
   store options.
+* ``cacheplug.E006``: ``CACHEPLUG_DASHBOARD`` or ``CACHEPLUG_METRICS`` is invalid (an
+  unknown key, a short token, an alias that is not a CachePlugCache).
 * ``cacheplug.W001``: ``REDIS_URL`` is set but nothing answers there.
 """
 
@@ -27,7 +29,7 @@ from cacheplug import CachePlug
 from .lifecycle import cacheplug_aliases
 from .options import default_secret, parse
 
-__all__ = ("check_caches",)
+__all__ = ("check_caches", "check_dashboard_and_metrics")
 
 #: Seconds the REDIS_URL probe waits for a TCP connection.
 REDIS_PROBE_TIMEOUT = 0.5
@@ -79,6 +81,40 @@ def check_caches(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 )
             )
         by_location.setdefault(location, (alias, shared))
+    return messages
+
+
+@register(Tags.caches)
+def check_dashboard_and_metrics(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Check ``CACHEPLUG_DASHBOARD`` and ``CACHEPLUG_METRICS`` (cacheplug.E006)."""
+    from .views import dashboard_settings, metrics_settings
+
+    messages: list[CheckMessage] = []
+    aliases = set(cacheplug_aliases())
+    for name, parse_settings in (
+        ("CACHEPLUG_DASHBOARD", dashboard_settings),
+        ("CACHEPLUG_METRICS", metrics_settings),
+    ):
+        try:
+            conf = parse_settings()
+        except (ImproperlyConfigured, ImportError) as exc:
+            messages.append(Error(str(exc), obj=name, id="cacheplug.E006"))
+            continue
+        if not conf.enabled:
+            continue
+        wanted = [conf.alias] if name == "CACHEPLUG_DASHBOARD" else list(conf.aliases or ())
+        if name == "CACHEPLUG_METRICS" and conf.aliases is None and not aliases:
+            wanted = ["(none)"]
+        for alias in wanted:
+            if alias not in aliases:
+                messages.append(
+                    Error(
+                        f"{name} needs {alias!r} to be a CACHES alias with BACKEND "
+                        "cacheplug.integrations.django.CachePlugCache",
+                        obj=name,
+                        id="cacheplug.E006",
+                    )
+                )
     return messages
 
 

@@ -36,11 +36,13 @@ def plug_for(location: str, plug_options: dict[str, Any]) -> CachePlug:
     replaced by a new, empty one.
     """
     plug = _plugs.get(location)
-    if plug is not None and not plug._closed:
+    # CachePlug has no public "closed" flag; close() always closes its worker, and a
+    # closed worker never reopens, so that public property is the test.
+    if plug is not None and not plug.worker.closed:
         return plug
     with _lock:
         plug = _plugs.get(location)
-        if plug is None or plug._closed:
+        if plug is None or plug.worker.closed:
             plug = CachePlug(**plug_options)
             _plugs[location] = plug
         return plug

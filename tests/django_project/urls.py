@@ -1,6 +1,6 @@
 """URLs of the test project."""
 
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -20,4 +20,5 @@ urlpatterns = [
     path("cache-page-locmem/", views.django_cache_page_locmem),
     path("stream/", views.stream),
     path("item/", views.item),
+    path("_cacheplug/", include("cacheplug.integrations.django.urls")),
 ]

@@ -26,6 +26,7 @@ MIDDLEWARE = [
     "cacheplug.integrations.django.CacheMiddleware",  # first: a hit skips everything
     "cacheplug.integrations.django.RequestContextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
 
@@ -40,7 +41,8 @@ TEMPLATES = [
 
 def _database(url: str | None) -> dict:
     if not url:
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}
+        name = os.environ.get("DJANGO_SHOP_DB") or BASE_DIR / "db.sqlite3"
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": name}
     parts = urlsplit(url)  # postgresql://user:password@host:5432/name (needs psycopg)
     return {
         "ENGINE": "django.db.backends.postgresql",
@@ -62,7 +64,8 @@ CACHES = {
         "OPTIONS": {
             "MAX_ENTRIES": 100_000,
             "SHARDS": 16,
-            "STATE_DIR": BASE_DIR / ".cacheplug",  # survives restarts; signed with SECRET_KEY
+            # Survives restarts; signed with SECRET_KEY.
+            "STATE_DIR": os.environ.get("DJANGO_SHOP_STATE_DIR") or BASE_DIR / ".cacheplug",
             "FSYNC": "everysec",
             "REDIS_URL": None,
         },
@@ -71,3 +74,12 @@ CACHES = {
 
 CACHEPLUG_REQUEST_ID_HEADER = "X-Request-ID"
 CACHEPLUG_PAGE_CACHE = {"DEFAULT_TTL": 30}
+
+# /_cacheplug/ (dashboard) and /_cacheplug/metrics (Prometheus), see shop/urls.py. The
+# dashboard answers loopback clients without proxy headers, or anyone presenting
+# $CACHEPLUG_DASHBOARD_TOKEN; set "ENABLED": False to turn it off.
+CACHEPLUG_DASHBOARD = {"ENABLED": True}
+CACHEPLUG_METRICS = {"ENABLED": True}
+
+#: A user is "online" for this many seconds after their last request.
+SHOP_ONLINE_SECONDS = int(os.environ.get("SHOP_ONLINE_SECONDS", "300"))
