@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cacheplug import _snapshot, _wal
+from cacheplug._snapshot import Progress
 from cacheplug.serializers import (
     PickleSerializer,
     Serializer,
@@ -54,7 +55,8 @@ class InspectReport:
             h = self.header
             lines.append(
                 f"  format v{h['version']}, created {h['created']}, covers seq "
-                f"{h['last_seq']}, {h['count']} entries, {self.bytes} bytes, key id {h['key_id']}"
+                f"{h['last_seq']}, {h['count']} entries in {h['chunks']} chunk(s), "
+                f"{self.bytes} bytes, key id {h['key_id']}"
             )
         if self.entry_count is not None:
             lines.append(f"  entries decoded: {self.entry_count}")
@@ -84,6 +86,7 @@ def inspect_state(
     limit: int = 20,
     serializer: Serializer | None = None,
     clock: Callable[[], float] = time.time,
+    progress: Progress | None = None,
 ) -> InspectReport:
     """Describe a snapshot file or a state directory without changing anything.
 
@@ -93,6 +96,8 @@ def inspect_state(
     :param path: a snapshot file, or a state directory (snapshot + WAL).
     :param pattern: a glob (``fnmatch``) matched against ``str(key)``; matches listed.
     :param limit: the most prefixes and matching keys to list.
+    :param progress: called as ``progress(done, total)`` while snapshot entries are
+        decoded (see :class:`cacheplug._progress.TerminalProgress`).
     """
     target = Path(path)
     secret = secret or os.environ.get("CACHEPLUG_SECRET")
@@ -107,7 +112,7 @@ def inspect_state(
         return InspectReport(
             str(target), "missing", ok=False, messages=[f"{target} does not exist"]
         )
-    base = _inspect_snapshot(report, snap, keys, pattern, limit, serializer, clock)
+    base = _inspect_snapshot(report, snap, keys, pattern, limit, serializer, clock, progress)
     if report.kind == "state_dir" and keys is not None:
         reader = _wal.WalReader(target, keys, base)
         for _ in reader:
@@ -140,6 +145,7 @@ def _inspect_snapshot(
     limit: int,
     serializer: Serializer | None,
     clock: Callable[[], float],
+    progress: Progress | None,
 ) -> int | None:
     """Fill the snapshot part of *report*; return its last seq if it verified."""
     if not snap.exists():
@@ -161,6 +167,7 @@ def _inspect_snapshot(
         "last_seq": header.last_seq,
         "count": header.count,
         "body_len": header.body_len,
+        "chunks": header.chunks,
         "key_id": header.key_id.hex(),
     }
     if keys is None:
@@ -170,8 +177,9 @@ def _inspect_snapshot(
         )
         return None
     try:
-        _, body = _snapshot.read_verified(snap, keys)
-        rows = _snapshot.load_rows(body, serializer or PickleSerializer(), snap.name)
+        _, rows = _snapshot.read_rows(
+            snap, keys, serializer or PickleSerializer(), progress=progress
+        )
     except TamperedStateError as exc:
         report.ok = False
         report.signature = "other secret" if "different secret" in str(exc) else "tampered"

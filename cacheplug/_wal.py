@@ -5,13 +5,17 @@ A segment ``wal-<first_seq:020d>.log`` is a header followed by frames (little-en
     header  28 bytes  magic "CPWAL\\r\\n\\0", format version u16, reserved u16,
                       first_seq u64, key_id 8 bytes
             32 bytes  HMAC-SHA256(wal key, header)
-    frame   16 bytes  payload_len u32, first_seq u64, count u32
-            payload   serializer.dumps([(op, key, value, expires_at, tags, version), ...])
+    frame   24 bytes  payload_len u32, first_seq u64, count u32, time_offset f64
+            payload   serializer.dumps((ops, keys, values, expiries, tags, versions))
             32 bytes  HMAC-SHA256(wal key, frame header + payload)
 
-One frame holds one appended batch; its records carry the sequence numbers
-``first_seq .. first_seq + count - 1``. A frame is the unit of integrity: a torn or
-altered frame is dropped whole.
+The payload holds the records as six columns (see :mod:`cacheplug._columns`). An
+appended batch is written as one or more frames (at most
+``FRAME_ROWS`` records each); a frame's records carry the sequence numbers
+``first_seq .. first_seq + count - 1``.
+A record's wall-clock expiry is ``expires_at + time_offset``: the runtime logs its
+monotonic expiry times as they are and converts the whole batch with one offset. A
+frame is the unit of integrity: a torn or altered frame is dropped whole.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import os
 import re
 import shutil
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,11 +36,14 @@ from cacheplug._snapshot import fsync_dir
 from cacheplug.serializers import MAC_SIZE, StateKeys
 
 MAGIC = b"CPWAL\r\n\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SEGMENT_HEADER = struct.Struct("<8sHHQ8s")
 SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size + MAC_SIZE
-FRAME_HEADER = struct.Struct("<IQI")
+FRAME_HEADER = struct.Struct("<IQId")
 FRAME_OVERHEAD = FRAME_HEADER.size + MAC_SIZE
+#: records per frame: keeps each ``dumps`` small (pickle's memo slows down as it grows)
+FRAME_ROWS = 4096
+_INF = float("inf")
 _SEGMENT_RE = re.compile(r"wal-(\d{1,20})\.log")
 
 
@@ -62,12 +69,21 @@ def segment_header(first_seq: int, keys: StateKeys) -> bytes:
     return raw + hmac.new(keys.wal, raw, hashlib.sha256).digest()
 
 
-def encode_frame(payload: bytes, first_seq: int, count: int, keys: StateKeys) -> bytes:
-    """Return one signed frame holding *count* records that start at *first_seq*."""
-    head = FRAME_HEADER.pack(len(payload), first_seq, count)
+def frame_parts(
+    payload: bytes, first_seq: int, count: int, keys: StateKeys, time_offset: float = 0.0
+) -> tuple[bytes, bytes, bytes]:
+    """Return the header, payload and MAC of one signed frame (to write with ``writev``)."""
+    head = FRAME_HEADER.pack(len(payload), first_seq, count, time_offset)
     mac = hmac.new(keys.wal, head, hashlib.sha256)
     mac.update(payload)
-    return b"".join((head, payload, mac.digest()))
+    return head, payload, mac.digest()
+
+
+def encode_frame(
+    payload: bytes, first_seq: int, count: int, keys: StateKeys, time_offset: float = 0.0
+) -> bytes:
+    """Return one signed frame holding *count* records that start at *first_seq*."""
+    return b"".join(frame_parts(payload, first_seq, count, keys, time_offset))
 
 
 def segment_version(path: Path) -> int | None:
@@ -91,6 +107,8 @@ class Frame:
     first_seq: int
     count: int
     payload: bytes
+    #: add to a record's ``expires_at`` to get wall-clock time
+    time_offset: float = 0.0
 
 
 @dataclass(slots=True)
@@ -100,7 +118,7 @@ class Damage:
     path: Path
     #: byte offset of the first bad byte; 0 means the whole segment is unusable
     offset: int
-    #: "torn", "corrupt", "foreign", "newer", "gap", "overlap" or "undecodable"
+    #: "torn", "corrupt", "foreign", "newer", "older", "gap", "overlap" or "undecodable"
     kind: str
     message: str
     tolerated: bool = False
@@ -189,7 +207,7 @@ class WalReader:
                         return None
                     if len(head) < FRAME_HEADER.size:
                         return self._torn(path, offset, size)
-                    plen, fseq, count = FRAME_HEADER.unpack(head)
+                    plen, fseq, count, time_offset = FRAME_HEADER.unpack(head)
                     end = offset + FRAME_HEADER.size + plen + MAC_SIZE
                     if end > size:
                         return self._torn(path, offset, size)
@@ -214,7 +232,7 @@ class WalReader:
                     self.records += count
                     if cursor - 1 > self.last_seq:
                         self.last_seq = cursor - 1
-                        yield Frame(path, offset, fseq, count, payload)
+                        yield Frame(path, offset, fseq, count, payload, time_offset)
                     offset = end
             finally:
                 self.last_seq = max(self.last_seq, cursor - 1)
@@ -247,6 +265,15 @@ class WalReader:
                 "newer",
                 f"written by WAL format version {version}; this cacheplug reads format "
                 f"version {FORMAT_VERSION}: upgrade cacheplug",
+            )
+        elif version < FORMAT_VERSION:
+            self._stop(
+                path,
+                0,
+                "older",
+                f"written by WAL format version {version} (an older cacheplug); this "
+                f"cacheplug reads format version {FORMAT_VERSION} only, so its records are "
+                "not replayed",
             )
         elif not hmac.compare_digest(key_id, self.keys.key_id):
             self._stop(
@@ -326,7 +353,11 @@ class Replayer:
     def rows(self) -> list[Any]:
         return self._base if self._state is None else list(self._state.values())
 
-    def apply(self, records: list[Any]) -> None:
+    def apply(self, records: Iterable[tuple[Any, ...]], time_offset: float = 0.0) -> None:
+        """Apply ``(op, key, value, expires_at, tags, version)`` records in order.
+
+        ``expires_at + time_offset`` is a record's wall-clock expiry (inf: never).
+        """
         if self._state is None:
             # Built only when there is something to replay: a clean restart pays nothing.
             self._state = {row[0]: tuple(row) for row in self._base}
@@ -334,6 +365,8 @@ class Replayer:
         state = self._state
         index = self._index
         for op, key, value, expires_at, tags, version in records:
+            if expires_at is not None:
+                expires_at = None if expires_at == _INF else expires_at + time_offset
             if op == "set":
                 state.pop(key, None)
                 state[key] = (key, value, expires_at, tuple(tags), version)

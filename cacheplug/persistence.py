@@ -13,19 +13,29 @@ import contextlib
 import fcntl
 import gc
 import logging
+import operator
 import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from cacheplug import _snapshot, _wal
+from cacheplug import _columns, _snapshot, _wal
 from cacheplug._inspect import InspectReport, inspect_state
-from cacheplug._snapshot import SNAPSHOT_NAME, fsync_dir, write_all
+from cacheplug._snapshot import (
+    CHUNK_ROWS,
+    SNAPSHOT_NAME,
+    Progress,
+    fsync_dir,
+    write_all,
+    write_parts,
+)
 from cacheplug.errors import ConfigurationError
 from cacheplug.serializers import (
+    ATOMS,
     MissingSecretError,
     PickleSerializer,
     Serializer,
@@ -62,6 +72,9 @@ Op = Literal["set", "delete", "touch", "invalidate_tags", "clear"]
 _OPS = frozenset(("set", "delete", "touch", "invalidate_tags", "clear"))
 SECRET_ENV = "CACHEPLUG_SECRET"
 _MAX_WARNED_PREFIXES = 1024
+#: fields per WAL record: op, key, value, expires_at, tags, version
+RECORD_FIELDS = _columns.FIELDS
+_value_of = operator.itemgetter(1)
 _fdatasync = getattr(os, "fdatasync", os.fsync)
 
 
@@ -222,6 +235,10 @@ class StateStore:
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.fsync = fsync
         self.serializer: Serializer = serializer or PickleSerializer()
+        # the memo-free encoder for batches whose values are plain atoms (the usual case)
+        self._dumps_atoms: Callable[[Any], bytes] | None = (
+            self.serializer.dumps_atoms if type(self.serializer) is PickleSerializer else None
+        )
         self.wal_max_bytes = wal_max_bytes
         self._clock = clock
         self._timer = timer
@@ -318,8 +335,7 @@ class StateStore:
         ]
         base: int | None = None
         try:
-            header, _ = _snapshot.read_verified(snap, self._keys, keep_body=False)
-            base = header.last_seq
+            base = _snapshot.verify(snap, self._keys).last_seq
         except FileNotFoundError:
             pass
         except UnsupportedFormatError:
@@ -360,27 +376,28 @@ class StateStore:
 
     # -- load ------------------------------------------------------------------------
 
-    def load(self) -> LoadResult:
+    def load(self, progress: Progress | None = None) -> LoadResult:
         """Recover the saved entries: the snapshot, then the newer WAL records in order.
 
         Never raises for bad files: it returns what it could recover plus ``warnings``
         (also logged). Expired entries are dropped; the rest keep their recency order.
         A writer moves a snapshot that fails verification aside as ``*.rejected``; a
         snapshot from a newer format is left in place and the load starts cold.
+
+        :param progress: called as ``progress(done, total)`` with the snapshot entries
+            decoded so far, after each chunk (about every 4,000 entries), from this thread.
         """
         with _gc_paused():
-            return self._load(time.perf_counter())
+            return self._load(time.perf_counter(), progress)
 
-    def _load(self, t0: float) -> LoadResult:
+    def _load(self, t0: float, progress: Progress | None) -> LoadResult:
         with self._mutex:
             warnings, self._pending = self._pending, []
         rows: list[Any] = []
         base: int | None = None
         snap = self.state_dir / SNAPSHOT_NAME
         try:
-            header, body = _snapshot.read_verified(snap, self._keys)
-            rows = _snapshot.load_rows(body, self.serializer, snap.name)
-            del body
+            header, rows = _snapshot.read_rows(snap, self._keys, self.serializer, progress=progress)
             base = header.last_seq
         except FileNotFoundError:
             pass
@@ -399,9 +416,11 @@ class StateStore:
         replayed = 0
         for frame in frames:
             try:
-                records = self.serializer.loads(frame.payload)
+                records = _columns.decode(self.serializer.loads(frame.payload), frame.count)
                 skip = (base or 0) - frame.first_seq + 1  # only the first frame can straddle
-                replayer.apply(records[skip:] if skip > 0 else records)
+                if skip > 0:
+                    records = islice(records, skip, None)
+                replayer.apply(records, frame.time_offset)
             except Exception as exc:
                 frames.close()  # type: ignore[attr-defined]
                 reader.fail(
@@ -452,8 +471,39 @@ class StateStore:
 
     # -- append ----------------------------------------------------------------------
 
-    def append(self, records: Sequence[Record]) -> int:
-        """Log a batch of changes as one signed frame; durable per the fsync policy.
+    def append(
+        self, records: Sequence[Record | tuple[Any, ...]], *, time_offset: float = 0.0
+    ) -> int:
+        """Log a batch of changes as signed frames; durable per the fsync policy.
+
+        Records may be :class:`Record` or plain tuples in its field order.
+        ``expires_at + time_offset`` must be the wall-clock expiry (``inf`` or None for
+        never): a caller whose clock is monotonic passes its times as they are plus one
+        offset for the batch. See :meth:`append_fields` for the rest of the contract.
+
+        :returns: the sequence number of the last record in the log (0 for a reader).
+        :raises StateStoreClosedError: after :meth:`close`.
+        :raises ValueError: for a record with an unknown ``op`` or not six fields.
+        :raises OSError: if the disk write fails (the log stays consistent).
+        """
+        fields = list(chain.from_iterable(records))
+        if len(fields) != RECORD_FIELDS * len(records):
+            raise ValueError(
+                f"each record needs {RECORD_FIELDS} fields {Record._fields}, "
+                f"got {len(fields)} fields for {len(records)} records"
+            )
+        return self.append_fields(fields, time_offset=time_offset)
+
+    def append_fields(
+        self, fields: list[Any], *, time_offset: float = 0.0, count: int | None = None
+    ) -> int:
+        """:meth:`append` for records laid end to end: six fields each, in Record order.
+
+        The runtime's fast path: its cache listener extends one flat list, and this
+        logs its first *count* records (default: all) without a tuple or any Python code
+        per record; the caller then removes them. A ``touch`` record's value, which
+        replay ignores, is set to None in *fields*. The batch goes to disk with one
+        ``writev`` (and at most one fsync), in frames of up to 4,096 records.
 
         A ``set`` whose value cannot be serialized is logged as a ``delete`` of its key
         (so an older value cannot come back), counted in ``stats().unpicklable`` and
@@ -461,48 +511,65 @@ class StateStore:
 
         :returns: the sequence number of the last record in the log (0 for a reader).
         :raises StateStoreClosedError: after :meth:`close`.
-        :raises ValueError: for a record with an unknown ``op``.
+        :raises ValueError: for an unknown ``op``, or a length not a multiple of six.
         :raises OSError: if the disk write fails (the log stays consistent).
         """
+        if count is None:
+            count, rest = divmod(len(fields), RECORD_FIELDS)
+            if rest:
+                raise ValueError(f"{len(fields)} fields is not a whole number of records")
+        elif not 0 <= count * RECORD_FIELDS <= len(fields):
+            raise ValueError(f"count={count} but fields holds {len(fields) // RECORD_FIELDS}")
         with self._mutex:
             self._check_open()
             if self._lock_fd is None:
-                self._dropped += len(records)
+                self._dropped += count
                 return 0
-            if not records:
+            if not count:
                 return self._next_seq - 1
-            rows = [tuple(r) for r in records]
-            for r in rows:
-                if r[0] not in _OPS:
-                    raise ValueError(f"unknown record op {r[0]!r}; expected one of {sorted(_OPS)}")
-            payload, rows = dump_rows(
-                self.serializer,
-                rows,
-                key_at=1,
-                on_error=self._note_unpicklable,
-                fallback=_as_delete,
-            )
-            if not rows:
-                return self._next_seq - 1
-            first = self._next_seq
-            frame = _wal.encode_frame(payload, first, len(rows), self._keys)
+            ops = fields[: count * RECORD_FIELDS : RECORD_FIELDS]
+            if ops.count("set") != count:  # list.count runs at C speed: the usual case
+                if not _OPS.issuperset(ops):
+                    bad = next(op for op in ops if op not in _OPS)
+                    raise ValueError(f"unknown record op {bad!r}; expected one of {sorted(_OPS)}")
+                if "touch" in ops:  # replay ignores a touch's value: do not encode it
+                    for i, op in enumerate(ops):
+                        if op == "touch":
+                            fields[i * RECORD_FIELDS + 2] = None
+            first = seq = self._next_seq
+            parts: list[bytes] = []
+            for start in range(0, count, _wal.FRAME_ROWS):
+                payload, n = _columns.encode(
+                    fields,
+                    start,
+                    min(start + _wal.FRAME_ROWS, count),
+                    self.serializer,
+                    dumps_atoms=self._dumps_atoms,
+                    on_error=self._note_unpicklable,
+                    fallback=_as_delete,
+                )
+                if n:
+                    parts.extend(_wal.frame_parts(payload, seq, n, self._keys, time_offset))
+                    seq += n
+            if seq == first:
+                return first - 1
             fd = self._segment_fd()
             start = os.lseek(fd, 0, os.SEEK_END)
             try:
-                write_all(fd, frame)
+                size = write_parts(fd, parts)
             except OSError:
                 # Do not leave a torn frame that later frames would sit behind.
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, start)
                 raise
-            self._next_seq += len(rows)
-            self._wal_bytes += len(frame)
-            self._wal_records += len(rows)
+            self._next_seq = seq
+            self._wal_bytes += size
+            self._wal_records += seq - first
             if self.fsync == "always" or (
                 self.fsync == "everysec" and self._timer() - self._last_fsync_at >= self._interval
             ):
                 self._sync()
-            return self._next_seq - 1
+            return seq - 1
 
     def _note_unpicklable(self, key: object, exc: Exception) -> None:
         self._unpicklable += 1
@@ -573,13 +640,15 @@ class StateStore:
         """Whether the WAL has grown past ``wal_max_bytes`` (time for a snapshot)."""
         return self.is_writer and self._wal_bytes > self.wal_max_bytes
 
-    def write_snapshot(self, entries: Iterable[StoredEntry]) -> SnapshotInfo:
+    def write_snapshot(self, entries: Iterable[StoredEntry | tuple[Any, ...]]) -> SnapshotInfo:
         """Save *entries* (oldest first) as the new snapshot, then drop the covered WAL.
 
         The snapshot covers every record appended so far, so *entries* must reflect at
         least all of them; changes not yet appended may be included too (replaying a
-        record over a state that already has it is harmless). Entries whose value cannot
-        be serialized are skipped and counted. Crash-safe at every step: start a new
+        record over a state that already has it is harmless). Entries may be
+        :class:`StoredEntry` or plain tuples in its field order; they are encoded and
+        written a chunk (4,096 entries) at a time. Entries whose value cannot be
+        serialized are skipped and counted. Crash-safe at every step: start a new
         segment, write and rename the snapshot, then delete the older segments.
 
         :raises StateStoreClosedError: after :meth:`close`.
@@ -591,20 +660,19 @@ class StateStore:
             path = self.state_dir / SNAPSHOT_NAME
             if self._lock_fd is None:
                 return SnapshotInfo(False, str(path), 0, 0, 0, 0, 0.0, 0)
-            with _gc_paused():
-                rows = [tuple(e) for e in entries]
-                total = len(rows)
-                body, rows = dump_rows(
-                    self.serializer, rows, key_at=0, on_error=self._note_unpicklable
-                )
-            skipped = total - len(rows)
             last = self._next_seq - 1
             self._rotate(last + 1)
             now = self._clock()
-            size = _snapshot.write_snapshot_file(
-                path, body, count=len(rows), last_seq=last, created_at=now, keys=self._keys
-            )
-            del body
+            seen = [0]
+            with _gc_paused():
+                size, written = _snapshot.write_snapshot_file(
+                    path,
+                    self._encode_chunks(entries, seen),
+                    last_seq=last,
+                    created_at=now,
+                    keys=self._keys,
+                )
+            skipped = seen[0] - written
             removed = 0
             for first, seg in _wal.list_segments(self.state_dir):
                 if first <= last:
@@ -618,8 +686,30 @@ class StateStore:
             self._snapshots += 1
             self._last_snapshot_at = now
             return SnapshotInfo(
-                True, str(path), last, len(rows), skipped, size, time.perf_counter() - t0, removed
+                True, str(path), last, written, skipped, size, time.perf_counter() - t0, removed
             )
+
+    def _encode_chunks(
+        self, entries: Iterable[StoredEntry | tuple[Any, ...]], seen: list[int]
+    ) -> Iterator[tuple[bytes, int]]:
+        """Serialize *entries* a chunk at a time; count every entry taken in ``seen[0]``."""
+        it = iter(entries)
+        while True:
+            rows = list(map(tuple, islice(it, CHUNK_ROWS)))
+            if not rows:
+                return
+            seen[0] += len(rows)
+            fast = self._dumps_atoms
+            if fast is not None and ATOMS.issuperset(map(type, map(_value_of, rows))):
+                try:
+                    yield fast(rows), len(rows)
+                    continue
+                except Exception:
+                    pass  # e.g. an unpicklable key: the normal path sorts it out
+            payload, rows = dump_rows(
+                self.serializer, rows, key_at=0, on_error=self._note_unpicklable
+            )
+            yield payload, len(rows)
 
     def _rotate(self, first: int) -> None:
         """Close the current segment and open an empty one starting at *first*."""

@@ -1,0 +1,116 @@
+"""WAL frame payloads: a batch of records encoded as six columns in one ``dumps``.
+
+Records arrive laid end to end in one flat list (``op, key, value, expires_at, tags,
+version, op, ...``), the way the runtime's cache listener buffers them. A frame's
+payload is ``serializer.dumps((ops, keys, values, expiries, tags, versions))``:
+
+- ``ops`` is one str when every record has the same op (the usual "all set"), else a list;
+- ``tags`` is ``()`` when no record has tags, else a list of tuples;
+- with the default pickle codec, ``expiries`` and ``versions`` are :mod:`array` columns
+  (``"d"``, ``"q"``) when every value fits, else lists;
+- ``keys`` and ``values`` are lists.
+
+Strided slices build the columns at C speed, and the encoder then writes two objects per
+record (key and value) instead of six: no per-record Python code on the write path.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain, repeat
+from typing import Any
+
+from cacheplug.serializers import ATOMS, Serializer, dump_rows
+
+__all__ = ("FIELDS", "decode", "encode")
+
+#: fields per record: op, key, value, expires_at, tags, version
+FIELDS = 6
+
+Row = tuple[Any, ...]
+
+
+def _columns(fields: list[Any], start: int, stop: int) -> list[list[Any]]:
+    """The six columns of records ``start .. stop - 1`` of a flat field list."""
+    a, b = start * FIELDS, stop * FIELDS
+    return [fields[a + k : b : FIELDS] for k in range(FIELDS)]
+
+
+def _pack(cols: list[list[Any]], compact: bool) -> tuple[Any, ...]:
+    ops, keys, values, exps, tags, versions = cols
+    n = len(keys)
+    op_col: Any = ops[0] if ops.count(ops[0]) == n else ops
+    tag_col: Any = () if tags.count(()) == n else tags
+    exp_col: Any = exps
+    ver_col: Any = versions
+    if compact:  # array columns: a memcpy to pickle instead of an object per record
+        try:
+            exp_col = array("d", exps)
+        except TypeError:  # None (never expires / not a set) somewhere: keep the list
+            pass
+        try:
+            ver_col = array("q", versions)
+        except (TypeError, OverflowError):
+            pass
+    return (op_col, keys, values, exp_col, tag_col, ver_col)
+
+
+def encode(
+    fields: list[Any],
+    start: int,
+    stop: int,
+    serializer: Serializer,
+    *,
+    dumps_atoms: Callable[[Any], bytes] | None,
+    on_error: Callable[[object, Exception], None],
+    fallback: Callable[[Row], Row | None],
+) -> tuple[bytes, int]:
+    """Encode records ``start .. stop - 1`` of *fields*; return the bytes and their count.
+
+    :param dumps_atoms: the memo-free pickler (:meth:`PickleSerializer.dumps_atoms`), used
+        when every value is an atom; None for a custom serializer (plain list columns).
+    :param on_error: called as ``on_error(key, exc)`` for a record that cannot be encoded;
+        ``fallback(record)`` then replaces it (None drops it).
+    """
+    cols = _columns(fields, start, stop)
+    compact = dumps_atoms is not None
+    packed = _pack(cols, compact)
+    if dumps_atoms is not None and ATOMS.issuperset(map(type, cols[2])):
+        try:
+            return dumps_atoms(packed), stop - start
+        except Exception:
+            pass  # e.g. an unpicklable key: the normal path sorts it out
+    try:
+        return serializer.dumps(packed), stop - start
+    except Exception:
+        pass  # find the culprits record by record; the common path pays nothing for this
+    rows: list[Row] = list(zip(*cols, strict=True))
+    _, good = dump_rows(serializer, rows, key_at=1, on_error=on_error, fallback=fallback)
+    if not good:
+        return b"", 0
+    flat = list(chain.from_iterable(good))
+    return serializer.dumps(_pack(_columns(flat, 0, len(good)), compact)), len(good)
+
+
+def decode(payload: Any, count: int) -> Iterator[Row]:
+    """Return an iterator over the *count* records ``(op, key, value, expires_at, tags,
+    version)`` of a decoded frame payload.
+
+    :raises ValueError: if the payload does not hold *count* records.
+    """
+    if not isinstance(payload, tuple | list) or len(payload) != FIELDS:
+        raise ValueError(f"the payload is not {FIELDS} columns")
+    ops, keys, values, exps, tags, versions = payload
+    cols: list[Iterable[Any]] = [
+        repeat(ops, count) if isinstance(ops, str) else ops,
+        keys,
+        values,
+        exps,
+        repeat((), count) if len(tags) == 0 else tags,
+        versions,
+    ]
+    for col in cols:
+        if not isinstance(col, repeat) and len(col) != count:  # type: ignore[arg-type]
+            raise ValueError(f"a column holds {len(col)} records, the frame {count}")  # type: ignore[arg-type]
+    return zip(*cols, strict=True)
