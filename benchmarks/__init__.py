@@ -17,8 +17,14 @@ from benchmarks import _harness
 #: suite name -> module that defines ``run(smoke: bool = False) -> list[dict]``
 SUITES: dict[str, str] = {
     "core": "benchmarks.core",
+    "django": "benchmarks.django",
+    "freshness": "benchmarks.freshness",
     "persistence": "benchmarks.persistence",
     "runtime": "benchmarks.runtime",
+    "asgi": "benchmarks.asgi",
+    "flask": "benchmarks.flask",
+    "redis": "benchmarks.redis",
+    "metrics": "benchmarks.metrics",
 }
 
 __all__ = ["SUITES", "add_arguments", "main", "run_suites"]

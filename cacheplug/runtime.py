@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -48,6 +49,13 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     "fsync": "everysec",
     "wal_max_bytes": 64 << 20,
     "redis_url": None,
+    "redis_prefix": None,
+    "write_through": False,
+    "redis_socket_timeout": 0.25,
+    "redis_breaker_threshold": 3,
+    "redis_breaker_reset": 2.0,
+    "redis_lock_ttl": 30.0,
+    "redis_cluster": False,
     "name": "default",
 }
 
@@ -70,6 +78,7 @@ class RuntimeStats:
     worker: WorkerStats
     receiver_errors: int
     persistence: Any | None  # PersistenceStats when state_dir is set
+    tier: Any | None = None  # TierStats when redis_url is set
 
 
 class CachePlug:
@@ -91,7 +100,15 @@ class CachePlug:
     :param secret: the key that signs saved state; defaults to ``$CACHEPLUG_SECRET``.
     :param fsync: ``"always"``, ``"everysec"`` (default) or ``"never"``.
     :param wal_max_bytes: WAL size that triggers a new snapshot and compaction.
-    :param redis_url: reserved for the Redis tier, which is not built yet; must be None.
+    :param redis_url: a ``redis://``/``rediss://``/``unix://`` URL turns on the Redis tier
+        (shared L2 + invalidation broadcast, see ``docs/redis.md``); needs ``secret``.
+    :param redis_prefix: the tier's namespace in Redis (default ``cacheplug:<name>``).
+    :param write_through: write to Redis inside the call instead of on the worker.
+    :param redis_socket_timeout: seconds any Redis call may take.
+    :param redis_breaker_threshold: consecutive Redis failures that open the breaker.
+    :param redis_breaker_reset: seconds before an open breaker tries Redis again.
+    :param redis_lock_ttl: seconds a distributed ``get_or_set`` lease lasts.
+    :param redis_cluster: use redis-py's Redis Cluster client for ``redis_url``.
     :param name: a label for logs and metrics.
     :raises ConfigurationError: naming the option and its valid values.
     """
@@ -119,18 +136,27 @@ class CachePlug:
             name=f"cacheplug-worker-{self.name}",
         )
         self.bus = EventBus(self.worker)
+        # Background refreshes of sync factories (stale_while_revalidate, early_refresh)
+        # run on the worker: no thread of their own.
+        self.cache.set_refresh_executor(self.worker)
         self.context: RequestContext = request_context
         self._store: Any = None
-        self._wal_lock = threading.Lock()  # guards the buffer; held for microseconds
         self._append_lock = threading.Lock()  # orders appends; held across disk writes
-        self._wal_buffer: list[tuple[Any, ...]] = []
+        # WAL records in write order, six fields each laid end to end, added without a
+        # lock (one list.extend is atomic); None while persistence is off.
+        self._wal_buffer: list[Any] | None = None
+        self._wal_scheduled = False  # a _drain_wal is queued (never set under "always")
+        self._wal_kick: Callable[[], None] = self._schedule_wal_drain
         self._lifecycle_lock = threading.RLock()
         self._started = False
         self._closed = False
         self._periodic: list[PeriodicTask] = []
         self._purge_pending = False
         self.loaded_entries = 0
+        self._tier: Any = None
         self.cache.set_listener(self._on_cache_event)
+        if config["redis_url"] is not None:
+            self._tier = self._build_tier()
 
     @classmethod
     def from_config(cls, mapping: Mapping[str, Any], *, prefix: str = "") -> CachePlug:
@@ -163,6 +189,8 @@ class CachePlug:
             if self.config["state_dir"] is not None:
                 self._open_state_store()
             self.worker.start()
+            if self._tier is not None:
+                self._tier.start()
             if self.config["sweep_interval"]:
                 self._periodic.append(
                     self.worker.add_periodic(self.cache.expire, self.config["sweep_interval"])
@@ -183,11 +211,14 @@ class CachePlug:
             if self._closed:
                 return
             self._closed = True
+            self.cache.close(timeout)  # abandon refreshes first: none stores after close
             for task in self._periodic:
                 task.cancel()
             self._periodic.clear()
             self.worker.flush(timeout)
             self.worker.close(timeout)
+            if self._tier is not None:
+                self._tier.close()  # sends what raced the close, stops its thread
             self._drain_wal()  # anything that raced the close
             if self._store is not None:
                 self._save_snapshot()
@@ -200,6 +231,7 @@ class CachePlug:
 
     async def aclose(self) -> None:
         """:meth:`close` without blocking the event loop."""
+        await self.cache.aclose()  # cancel this loop's refresh tasks and wait for them
         await asyncio.to_thread(self.close)
 
     def __enter__(self) -> CachePlug:
@@ -230,6 +262,8 @@ class CachePlug:
         """Hide every str key matching the glob ``pattern`` now; the worker removes them."""
         self.cache.delete_matching(pattern, defer=True)
         self._schedule_purge()
+        if self._tier is not None:
+            self._tier.delete_matching(pattern)
 
     def delete_many(self, keys: Iterable[Hashable]) -> int:
         """Delete ``keys`` now (each an O(1) unlink); events and logging go to the worker."""
@@ -242,6 +276,7 @@ class CachePlug:
             worker=self.worker.stats(),
             receiver_errors=self.bus.receiver_errors,
             persistence=self._store.stats() if self._store is not None else None,
+            tier=self._tier.stats() if self._tier is not None else None,
         )
 
     def save(self) -> Any:
@@ -251,11 +286,68 @@ class CachePlug:
         self._drain_wal()
         return self._save_snapshot()
 
+    @property
+    def tier(self) -> Any:
+        """The :class:`~cacheplug.tier.RedisTier`, or None when ``redis_url`` is not set."""
+        return self._tier
+
+    def get_or_set(
+        self,
+        key: Hashable,
+        factory: Callable[[], Any],
+        ttl: float | None = None,
+        tags: Iterable[Hashable] = (),
+    ) -> Any:
+        """Return the value for ``key``, computing it once with ``factory`` on a miss.
+
+        Without a Redis tier this is :meth:`ShardedTTLCache.get_or_set` (single-flight
+        across threads). With one, the lookup goes local -> Redis -> a Redis lease, so
+        ``factory`` runs once across every process; the others wait for its value (a
+        crashed holder blocks them at most ``redis_lock_ttl``). If a write or delete of
+        ``key`` races the factory, its value is returned but cached nowhere.
+
+        :raises Exception: whatever ``factory`` raised (nothing is cached).
+        """
+        if self._tier is not None:
+            return self._tier.get_or_set(key, factory, ttl, tags)
+        return self.cache.get_or_set(key, factory, ttl, tags)
+
+    async def aget_or_set(
+        self,
+        key: Hashable,
+        factory: Callable[[], Any],
+        ttl: float | None = None,
+        tags: Iterable[Hashable] = (),
+    ) -> Any:
+        """The asyncio form of :meth:`get_or_set`; ``factory`` returns an awaitable."""
+        if self._tier is not None:
+            return await self._tier.aget_or_set(key, factory, ttl, tags)
+        return await self.cache.aget_or_set(key, factory, ttl, tags)
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else "started" if self._started else "new"
         return f"<CachePlug {self.name!r} {state} {self.cache!r}>"
 
     # -- internals ----------------------------------------------------------------------
+
+    def _build_tier(self) -> Any:
+        from cacheplug.tier import RedisTier
+
+        config = self.config
+        return RedisTier(
+            self.cache,
+            url=config["redis_url"],
+            secret=config["secret"] or os.environ.get("CACHEPLUG_SECRET", ""),
+            prefix=config["redis_prefix"] or f"cacheplug:{self.name}",
+            submit=self.worker.submit,
+            write_through=config["write_through"],
+            socket_timeout=config["redis_socket_timeout"],
+            breaker_threshold=config["redis_breaker_threshold"],
+            breaker_reset=config["redis_breaker_reset"],
+            lock_ttl=config["redis_lock_ttl"],
+            cluster=config["redis_cluster"],
+            name=self.name,
+        )
 
     def _schedule_purge(self) -> None:
         # Coalesce: one physical purge in the queue at a time is enough.
@@ -278,8 +370,19 @@ class CachePlug:
         tags: tuple[Hashable, ...],
     ) -> None:
         """The cache's listener: runs in the writing thread, right after the write."""
-        if self._store is not None and event in _LOGGED:
-            self._log_change(event, key, value, version, expires_at, tags)
+        wal = self._wal_buffer
+        if wal is not None and event in _LOGGED:
+            # Buffered in write order, in Record field order; the times stay on the
+            # cache's timer (the worker converts a batch with one offset). The buffer,
+            # not the worker queue, holds the order: a task run inline under back-pressure
+            # could overtake queued ones, and a "set" replayed after its "delete" would
+            # resurrect the key.
+            wal.extend((event, key, value, expires_at, tags, version))
+            if not self._wal_scheduled:
+                self._wal_kick()  # schedule a drain, or drain now under fsync="always"
+        tier = self._tier
+        if tier is not None:
+            tier.on_cache_event(event, key, value, version, expires_at, tags)
         signal = _SIGNALS[event]
         if signal.receivers:
             self._publish(signal, event, key, version, expires_at, tags)
@@ -303,61 +406,32 @@ class CachePlug:
         else:
             self.bus.publish(signal, self.cache, key=key)
 
-    def _log_change(
-        self,
-        event: str,
-        key: Any,
-        value: Any,
-        version: int,
-        expires_at: float | None,
-        tags: tuple[Hashable, ...],
-    ) -> None:
-        """Buffer a WAL record in write order; the worker appends buffered records in bulk.
-
-        The buffer (not the worker queue) holds the order: a task the worker runs inline
-        under back-pressure could overtake queued ones, and a replayed "set" after its
-        "delete" would resurrect the key.
-        """
-        record = (event, key, value, version, expires_at, tags)
-        with self._wal_lock:
-            self._wal_buffer.append(record)
-            first = len(self._wal_buffer) == 1
-        if self.config["fsync"] == "always":
-            self._drain_wal()  # group commit: whoever drains writes everyone's records
-        elif first:
-            self.worker.submit(self._drain_wal)
+    def _schedule_wal_drain(self) -> None:
+        self._wal_scheduled = True
+        self.worker.submit(self._drain_wal)
 
     def _drain_wal(self) -> None:
-        from cacheplug.persistence import Record
-
-        store = self._store
-        if store is None:
+        """Append every buffered record to the WAL as one batch (on the worker, or inline)."""
+        store, buffer = self._store, self._wal_buffer
+        if store is None or buffer is None:
             return
         # Holding the lock across the append keeps batches in order; writers only
         # wait for it under fsync="always", where waiting is the contract.
         with self._append_lock:
-            with self._wal_lock:
-                pending, self._wal_buffer = self._wal_buffer, []
-            if not pending:
+            # Reset before taking: a record appended after the take sees False and
+            # schedules another drain, so none is left behind.
+            self._wal_scheduled = False
+            size = len(buffer)  # whole records: each extend() is atomic
+            if not size:
                 return
-            to_wall = self._wall_offset()
-            records = []
-            for event, key, value, version, expires_at, tags in pending:
-                wall = None if expires_at is None else expires_at + to_wall
-                if event == "set":
-                    records.append(Record("set", key, value, wall, tuple(tags), version))
-                elif event == "touch":
-                    records.append(Record("touch", key, None, wall))
-                elif event == "invalidate_tags":
-                    records.append(Record("invalidate_tags", tags=tuple(tags)))
-                elif event == "clear":
-                    records.append(Record("clear"))
-                else:
-                    records.append(Record("delete", key))
             try:
-                store.append(records)
+                # The store reads the records in place (writers only add after `size`);
+                # one offset converts their timer-based expiry to wall clock.
+                store.append_fields(buffer, time_offset=self._wall_offset(), count=size // 6)
             except Exception:
                 logger.exception("cacheplug %r could not append to the write-ahead log", self.name)
+            finally:
+                del buffer[:size]  # records added meanwhile sit after `size`: kept
             if store.needs_compaction:
                 self._save_snapshot()
 
@@ -376,6 +450,7 @@ class CachePlug:
             self._store.sync_if_due()
 
     def _open_state_store(self) -> None:
+        from cacheplug._progress import LogProgress
         from cacheplug.persistence import StateStore
 
         store = StateStore(
@@ -388,7 +463,8 @@ class CachePlug:
         # Acquire before loading: the writer repairs a torn WAL tail at acquisition, so
         # what it loads is exactly what its new records will follow.
         is_writer = store.acquire_writer()
-        result = store.load()
+        # A big snapshot can take seconds: say how far it got (INFO, from 2 s on).
+        result = store.load(progress=LogProgress(logger, f"cacheplug {self.name!r}"))
         to_wall = self._wall_offset()
         self.loaded_entries = self.cache.import_entries(
             (
@@ -409,6 +485,10 @@ class CachePlug:
                 self.config["state_dir"],
             )
         self._store = store
+        if self.config["fsync"] == "always":
+            # group commit: each writer drains, and whoever drains writes everyone's records
+            self._wal_kick = self._drain_wal
+        self._wal_buffer = []  # from now on the listener logs changes
         seconds = time.perf_counter() - started
         logger.info(
             "cacheplug %r loaded %d entries from %s in %.3fs",
@@ -420,19 +500,13 @@ class CachePlug:
         self.bus.publish(events.state_loaded, store, entries=self.loaded_entries, seconds=seconds)
 
     def _save_snapshot(self) -> Any:
-        from cacheplug.persistence import StoredEntry
-
         store = self._store
         started = time.perf_counter()
         to_wall = self._wall_offset()
+        inf = math.inf
+        # Plain tuples in StoredEntry field order: the store encodes them as they are.
         entries = [
-            StoredEntry(
-                key,
-                value,
-                None if expires_at == math.inf else expires_at + to_wall,
-                tags,
-                version,
-            )
+            (key, value, None if expires_at == inf else expires_at + to_wall, tags, version)
             for key, value, expires_at, tags, version in self.cache.export_entries()
         ]
         try:
@@ -460,9 +534,7 @@ def _validate(config: dict[str, Any]) -> None:
             f"sweep_interval must be seconds >= 0 (0 turns the sweep off), got {interval!r}"
         )
     if config["redis_url"] is not None:
-        raise ConfigurationError(
-            "redis_url: the Redis tier is not available in this version of cacheplug; leave it None"
-        )
+        _validate_redis(config)
     if not isinstance(config["name"], str) or not config["name"]:
         raise ConfigurationError(f"name must be a non-empty str, got {config['name']!r}")
     wal_max = config["wal_max_bytes"]
@@ -471,3 +543,41 @@ def _validate(config: dict[str, Any]) -> None:
     timer: Callable[[], float] = config["timer"]
     if not callable(timer):
         raise ConfigurationError(f"timer must be callable, got {timer!r}")
+
+
+def _validate_redis(config: dict[str, Any]) -> None:
+    """Check the Redis tier's options (only when ``redis_url`` is set)."""
+    url = config["redis_url"]
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError(
+            f"redis_url must be a redis://, rediss:// or unix:// URL, got {url!r}"
+        )
+    if not (config["secret"] or os.environ.get("CACHEPLUG_SECRET")):
+        raise ConfigurationError(
+            "redis_url needs a secret to sign the values and messages it shares: pass "
+            "secret=... or set CACHEPLUG_SECRET (the same in every process); unsigned "
+            "pickles are never loaded from Redis"
+        )
+    prefix = config["redis_prefix"]
+    if prefix is not None and (
+        not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix
+    ):
+        raise ConfigurationError(
+            f"redis_prefix must be a non-empty str without braces, got {prefix!r}"
+        )
+    for option, low in (
+        ("redis_socket_timeout", 0.001),
+        ("redis_breaker_reset", 0.001),
+        ("redis_lock_ttl", 0.01),
+    ):
+        value = config[option]
+        if not isinstance(value, int | float) or isinstance(value, bool) or not value >= low:
+            raise ConfigurationError(
+                f"{option} must be a number of seconds >= {low}, got {value!r}"
+            )
+    threshold = config["redis_breaker_threshold"]
+    if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
+        raise ConfigurationError(f"redis_breaker_threshold must be an int >= 1, got {threshold!r}")
+    for option in ("write_through", "redis_cluster"):
+        if not isinstance(config[option], bool):
+            raise ConfigurationError(f"{option} must be True or False, got {config[option]!r}")

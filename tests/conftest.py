@@ -6,6 +6,8 @@ import threading
 
 import pytest
 
+from tests.redis_support import own_redis, redis_prefix, redis_url  # noqa: F401
+
 
 class FakeTimer:
     """A monotonic clock that moves only when a test calls :meth:`advance`."""

@@ -31,7 +31,7 @@ def test_unknown_option_names_the_valid_ones():
         ("maxsize", 0, "maxsize must be"),
         ("shards", 3, "shards must be a power of two"),
         ("queue_size", 0, "max_queue must be"),
-        ("redis_url", "redis://localhost", "not available"),
+        ("redis_url", "http://localhost", "redis_url must be a redis://"),
         ("wal_max_bytes", 10, "wal_max_bytes"),
     ],
 )
