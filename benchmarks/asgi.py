@@ -5,9 +5,10 @@ with a fresh scope dict, a constant ``receive`` and a ``send`` that drops the me
 the same for every contender, all on one event loop.
 
 1. **Hit path** (one URL, warm): cacheplug's middleware in front of a FastAPI app
-   (``add_middleware``, as users write it) against the reference, a Starlette route
-   returning precomputed bytes; fastapi-cache2 ``@cache`` with ``InMemoryBackend``; and
-   the uncached FastAPI endpoint.
+   (``add_middleware``, as users write it, and wrapping the app directly,
+   ``CachePlugMiddleware(app, ...)``, which puts it outside FastAPI's own middleware
+   stack) against the reference, a Starlette route returning precomputed bytes;
+   fastapi-cache2 ``@cache`` with ``InMemoryBackend``; and the uncached FastAPI endpoint.
 2. **Miss path** (a new URL every request, so every request runs the app and stores):
    cacheplug against the same uncached FastAPI endpoint (the reference).
 """
@@ -25,6 +26,7 @@ from cacheplug import CachePlug
 SUITE = "asgi"
 STARLETTE = "Starlette precomputed bytes"
 CACHEPLUG = "cacheplug hit (FastAPI + middleware)"
+CACHEPLUG_DIRECT = "cacheplug hit (CachePlugMiddleware(app))"
 CACHEPLUG_MISS = "cacheplug miss (FastAPI + middleware)"
 FASTAPI_CACHE = "fastapi-cache2 hit (InMemoryBackend)"
 UNCACHED = "FastAPI uncached"
@@ -50,6 +52,8 @@ TARGETS: list[tuple[str, str, str, float, str]] = [
     # (op, contender, baseline, ratio, sense)
     ("GET hit", CACHEPLUG, STARLETTE, 1.0, "ge"),
     ("GET hit", CACHEPLUG, FASTAPI_CACHE, 20.0, "ge"),
+    ("GET hit", CACHEPLUG_DIRECT, STARLETTE, 1.0, "ge"),
+    ("GET hit", CACHEPLUG_DIRECT, FASTAPI_CACHE, 20.0, "ge"),
     ("GET miss", CACHEPLUG_MISS, UNCACHED, 1 / 1.15, "ge"),  # adds at most 15%
 ]
 
@@ -116,7 +120,7 @@ def _driver(loop: asyncio.AbstractEventLoop, app: Any, path: str, unique: bool) 
     return h.Target(get=run, set=run, delete=run, raw=run)
 
 
-def _fastapi_app(middleware: CachePlug | None = None) -> Any:
+def _fastapi_app(middleware: CachePlug | None = None, direct: bool = False) -> Any:
     from fastapi import FastAPI
 
     from cacheplug.integrations.asgi import CachePlugMiddleware
@@ -128,6 +132,8 @@ def _fastapi_app(middleware: CachePlug | None = None) -> Any:
         return PRODUCT
 
     if middleware is not None:
+        if direct:  # outermost: FastAPI's own middleware stack runs only on misses
+            return CachePlugMiddleware(app, plug=middleware, cache_responses=True)
         app.add_middleware(CachePlugMiddleware, plug=middleware, cache_responses=True)
     return app
 
@@ -148,11 +154,12 @@ def _contenders(loop: asyncio.AbstractEventLoop, plugs: list[CachePlug]) -> dict
         app = Starlette(routes=[Route("/products/42", endpoint)])
         return _driver(loop, app, "/products/42", unique=False)
 
-    def cacheplug(unique: bool) -> Callable[[], h.Target]:
+    def cacheplug(unique: bool, direct: bool = False) -> Callable[[], h.Target]:
         def prepare() -> h.Target:
             plug = CachePlug(maxsize=20_000, ttl=300, sweep_interval=0).start()
             plugs.append(plug)
-            target = _driver(loop, _fastapi_app(plug), "/products/42", unique=unique)
+            app = _fastapi_app(plug, direct=direct)
+            target = _driver(loop, app, "/products/42", unique=unique)
             target.close = plug.close
             return target
 
@@ -185,6 +192,7 @@ def _contenders(loop: asyncio.AbstractEventLoop, plugs: list[CachePlug]) -> dict
     return {
         "starlette": starlette,
         "cacheplug": cacheplug(False),
+        "cacheplug-direct": cacheplug(False, direct=True),
         "cacheplug-miss": cacheplug(True),
         "fastapi-cache": fastapi_cache,
         "uncached": uncached(False),
@@ -250,6 +258,7 @@ def _run() -> list[dict[str, Any]]:
         hit = [
             h.Contender(STARLETTE, versions["starlette"], make["starlette"]),
             h.Contender(CACHEPLUG, versions["cacheplug"], make["cacheplug"]),
+            h.Contender(CACHEPLUG_DIRECT, versions["cacheplug"], make["cacheplug-direct"]),
             h.Contender(FASTAPI_CACHE, versions["fastapi-cache2"], make["fastapi-cache"]),
             h.Contender(UNCACHED, versions["fastapi"], make["uncached"]),
         ]

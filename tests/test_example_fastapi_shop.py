@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import sys
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from cacheplug.integrations.asgi import RequestIdFilter
@@ -87,3 +89,28 @@ def test_warm_restart_serves_the_catalog_from_the_saved_state(monkeypatch, tmp_p
         assert second.LOOKUPS["count"] == 0
     finally:
         second.plug.close()
+
+
+def test_every_response_names_its_worker_pid(shop):
+    with TestClient(shop.app) as client:
+        miss = client.get("/products/1")
+        hit = client.get("/products/1")
+        other = client.get("/stats")
+    assert hit.headers["x-cache"] == "HIT"
+    assert {r.headers["x-worker-pid"] for r in (miss, hit, other)} == {str(os.getpid())}
+
+
+def test_dashboard_is_loopback_only_and_metrics_are_scraped(shop, monkeypatch):
+    monkeypatch.delenv("CACHEPLUG_DASHBOARD_TOKEN", raising=False)
+    with TestClient(shop.app, client=("127.0.0.1", 40000)) as local:
+        local.get("/products/1")
+        local.get("/products/1")
+        stats = local.get("/_cacheplug/api/stats")
+        assert stats.status_code == 200
+        assert stats.json()["cache"]["hits"] >= 1
+        assert local.get("/_cacheplug/").status_code == 200
+        scrape = local.get("/metrics")
+    remote = TestClient(shop.app, client=("198.51.100.7", 40000))  # lifespan already ran
+    assert remote.get("/_cacheplug/api/stats").status_code == 403
+    families = {f.name for f in text_string_to_metric_families(scrape.text)}
+    assert {"cacheplug_hits", "cacheplug_entries"} <= families

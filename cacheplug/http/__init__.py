@@ -53,6 +53,7 @@ from .headers import (
     X_CACHE_BYPASS,
     X_CACHE_HIT,
     X_CACHE_MISS,
+    X_CACHE_STALE,
     decode_asgi_headers,
     encode_asgi_headers,
     request_header_map,
@@ -63,6 +64,7 @@ from .headers import Headers as Headers
 from .headers import RawHeaders as RawHeaders
 from .keys import vary_key
 from .policy import HttpCachePolicy
+from .stale import select_stale, within_stale_if_error, within_stale_while_revalidate
 
 __all__ = (
     "DEFAULT_CACHEABLE_STATUSES",
@@ -71,6 +73,7 @@ __all__ = (
     "X_CACHE_BYPASS",
     "X_CACHE_HIT",
     "X_CACHE_MISS",
+    "X_CACHE_STALE",
     "BodyBuffer",
     "CacheControl",
     "CachedResponse",
@@ -88,8 +91,11 @@ __all__ = (
     "request_header_map",
     "request_headers_from_asgi",
     "request_headers_from_environ",
+    "select_stale",
     "variants_ttl",
     "vary_key",
+    "within_stale_if_error",
+    "within_stale_while_revalidate",
 )
 
 # Pickles (snapshots, the WAL, a Redis tier) name the public path, not the module that

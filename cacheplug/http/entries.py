@@ -64,15 +64,15 @@ class CachedResponse:
                 return False
         return True
 
-    def hit_headers(self, now: float) -> Headers:
+    def hit_headers(self, now: float, x_cache: str = X_CACHE_HIT) -> Headers:
         """Stored headers plus ``Age`` and ``X-Cache: HIT`` (normalized str form)."""
-        return [*self.headers, ("age", str(self.age(now))), (X_CACHE, X_CACHE_HIT)]
+        return [*self.headers, ("age", str(self.age(now))), (X_CACHE, x_cache)]
 
-    def hit_headers_asgi(self, now: float) -> RawHeaders:
+    def hit_headers_asgi(self, now: float, x_cache: str = X_CACHE_HIT) -> RawHeaders:
         """:meth:`hit_headers` as ASGI bytes, from headers encoded once at build time."""
         resident = int(now - self.stored_at)
         age = self.initial_age + resident if resident > 0 else self.initial_age
-        return [*self.raw_headers, (b"age", b"%d" % age), (b"x-cache", b"HIT")]
+        return [*self.raw_headers, (b"age", b"%d" % age), (b"x-cache", x_cache.encode())]
 
     def respond(
         self,
@@ -81,12 +81,15 @@ class CachedResponse:
         *,
         head: bool = False,
         asgi: bool = False,
+        x_cache: str = X_CACHE_HIT,
     ) -> tuple[int, list, bytes]:
         """``(status, headers, body)`` to send for a hit; a 304 when If-None-Match matches.
 
         The 304 is answered only for a stored 2xx (RFC 9110 §13.2.1) and carries the
         :func:`not_modified_headers` plus ``Age`` and ``X-Cache`` and no body. ``head``
         drops the body but keeps ``Content-Length``. ``asgi`` returns bytes headers.
+        ``x_cache`` is the ``X-Cache`` value: ``"HIT"``, or ``"STALE"`` for a response
+        served stale under RFC 5861.
         """
         inm = request_headers.get("if-none-match")
         if inm is not None and 200 <= self.status < 300 and if_none_match_matches(inm, self.etag):
@@ -97,13 +100,14 @@ class CachedResponse:
                     [
                         *encode_asgi_headers(self.not_modified),
                         (b"age", b"%d" % age),
-                        (b"x-cache", b"HIT"),
+                        (b"x-cache", x_cache.encode()),
                     ],
                     b"",
                 )
-            return 304, [*self.not_modified, ("age", str(age)), (X_CACHE, X_CACHE_HIT)], b""
-        headers = self.hit_headers_asgi(now) if asgi else self.hit_headers(now)
-        return self.status, headers, b"" if head else self.body
+            return 304, [*self.not_modified, ("age", str(age)), (X_CACHE, x_cache)], b""
+        if asgi:
+            return self.status, self.hit_headers_asgi(now, x_cache), b"" if head else self.body
+        return self.status, self.hit_headers(now, x_cache), b"" if head else self.body
 
 
 def add_variant(
@@ -132,6 +136,10 @@ def add_variant(
 
 def variants_ttl(variants: Sequence[CachedResponse], now: float) -> float:
     """Seconds the primary-key entry should live: the longest variant's fresh + stale time."""
+    if len(variants) == 1:  # the usual case, without a generator
+        v = variants[0]
+        swr, sie = v.swr or 0, v.sie or 0
+        return v.expires_at + (swr if swr > sie else sie) - now
     return max(
         (v.expires_at + max(v.swr or 0, v.sie or 0) - now for v in variants),
         default=0.0,

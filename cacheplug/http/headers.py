@@ -13,6 +13,7 @@ __all__ = (
     "X_CACHE_BYPASS",
     "X_CACHE_HIT",
     "X_CACHE_MISS",
+    "X_CACHE_STALE",
     "Headers",
     "RawHeaders",
     "decode_asgi_headers",
@@ -30,6 +31,8 @@ X_CACHE = "x-cache"
 X_CACHE_HIT = "HIT"
 X_CACHE_MISS = "MISS"
 X_CACHE_BYPASS = "BYPASS"
+#: A response served stale under RFC 5861 (stale-while-revalidate / stale-if-error).
+X_CACHE_STALE = "STALE"
 
 
 def decode_asgi_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:

@@ -22,6 +22,7 @@ from .decisions import (
 )
 from .directives import (
     _DELTA_MAX,
+    CacheControl,
     _delta_seconds,
     _has_no_cache,
     _http_date,
@@ -54,6 +55,7 @@ _NEVER_STORED = frozenset(
     }
 )
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_CACHEABLE = {d: f"cacheable ({d})" for d in ("s-maxage", "max-age", "Expires", "default_ttl")}
 _FRESHNESS = ("s-maxage", "max-age")
 
 
@@ -96,6 +98,14 @@ class HttpCachePolicy:
     clock: Callable[[], float] = field(default=time.time, repr=False)
     _request_memo: dict[tuple[str, str | None, str | None], RequestDecision] = field(
         default_factory=dict, init=False, repr=False, compare=False
+    )
+    # Parsed response Cache-Control values, shared by the entries that carry them (fewer
+    # objects per stored page for the GC to walk); treated as read-only everywhere.
+    _cc_memo: dict[str, CacheControl] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _never_stored: frozenset[str] = field(
+        default=frozenset(), init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
@@ -152,6 +162,7 @@ class HttpCachePolicy:
         object.__setattr__(
             self, "uncacheable_response_headers", frozenset(self.uncacheable_response_headers)
         )
+        object.__setattr__(self, "_never_stored", _NEVER_STORED | self.uncacheable_response_headers)
 
     # ---------------------------------------------------------------- hit path
 
@@ -320,7 +331,7 @@ class HttpCachePolicy:
                 age = value.strip(" \t")
             elif name in self.uncacheable_response_headers and blocked is None:
                 blocked = name
-        cc = parse_cache_control(", ".join(cc_parts))
+        cc = self._response_cache_control(", ".join(cc_parts))
         for directive in ("no-store", "private", "no-cache"):
             if directive in cc:
                 return _refuse(f"response Cache-Control: {directive}", cc)
@@ -382,7 +393,7 @@ class HttpCachePolicy:
             return _refuse("already stale (Age >= freshness lifetime)", cc)
         return StoreDecision(
             True,
-            f"cacheable ({directive})",
+            _CACHEABLE[directive],
             ttl=float(lifetime),
             vary=vary,
             swr=_delta_seconds(cc.get("stale-while-revalidate")),
@@ -391,6 +402,17 @@ class HttpCachePolicy:
             initial_age=initial_age,
             cache_control=cc,
         )
+
+    def _response_cache_control(self, value: str) -> CacheControl:
+        """``parse_cache_control(value)``, memoized (bounded): responses repeat theirs."""
+        cc = self._cc_memo.get(value)
+        if cc is None:
+            cc = parse_cache_control(value)
+            if len(value) <= 256:
+                if len(self._cc_memo) >= 256:
+                    self._cc_memo.clear()
+                self._cc_memo[value] = cc
+        return cc
 
     def make_entry(
         self,
@@ -417,9 +439,10 @@ class HttpCachePolicy:
         if now is None:
             now = self.clock()
         pairs = [(n.lower(), v) for n, v in response_headers]
-        drop = set(_NEVER_STORED) | self.uncacheable_response_headers
+        drop: frozenset[str] | set[str] = self._never_stored
         for name, value in pairs:
             if name == "connection":
+                drop = set(drop)
                 drop.update(t.strip(" \t").lower() for t in value.split(","))
         headers: Headers = []
         has_length = False

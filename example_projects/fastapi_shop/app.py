@@ -8,7 +8,10 @@
 * ``GET /online``: "who is online", one TTL entry per user refreshed on every request
   that carries ``X-User``;
 * every log line carries the request id (``RequestIdFilter``; send ``X-Request-ID`` to
-  choose it, it is echoed back);
+  choose it, it is echoed back); every response says which worker answered
+  (``X-Worker-Pid``, used by ``scripts/check_coherence.py``);
+* the dashboard at ``/_cacheplug/`` (loopback clients only, unless
+  ``CACHEPLUG_DASHBOARD_TOKEN`` is set) and Prometheus metrics at ``/metrics``;
 * the plug is built at import from the environment: ``CACHEPLUG_STATE_DIR`` (saved on
   shutdown, loaded on startup: warm restarts) and ``CACHEPLUG_SECRET``. No Redis.
 
@@ -77,19 +80,33 @@ app = FastAPI(title="fastapi_shop")
 
 class MarkOnline:
     """Pure ASGI: refresh the caller's "online" entry (one TTL entry per user, no cleanup
-    job) on every request, cached pages included, since it wraps the cache middleware."""
+    job) on every request, cached pages included, since it wraps the cache middleware;
+    and add ``X-Worker-Pid`` to every response, so a client can tell workers apart."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self.pid_header = (b"x-worker-pid", str(os.getpid()).encode())
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"x-user" and value:
-                    user = value.decode("latin-1")[:64]
-                    plug.cache.set(f"online:{user}", True, ttl=ONLINE_TTL)
-                    break
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"x-user" and value:
+                user = value.decode("latin-1")[:64]
+                plug.cache.set(f"online:{user}", True, ttl=ONLINE_TTL)
+                break
+        # Read at request time: a forked worker (gunicorn --preload) has its own pid.
+        pid = self.pid_header if int(self.pid_header[1]) == os.getpid() else None
+        if pid is None:
+            pid = self.pid_header = (b"x-worker-pid", str(os.getpid()).encode())
+
+        async def send_with_pid(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), pid]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_pid)
 
 
 @app.get("/products")
@@ -147,7 +164,15 @@ async def stats() -> dict[str, Any]:
     }
 
 
-# Only the catalog is cached; /online, /whoami and /stats always run. MarkOnline is added
-# last, so it is outermost and sees cached hits too.
-app.add_middleware(CachePlugMiddleware, plug=plug, cache_responses=["/products"])
+# Only the catalog is cached; /online, /whoami and /stats always run. The dashboard
+# (/_cacheplug/) answers loopback clients only unless CACHEPLUG_DASHBOARD_TOKEN is set;
+# /metrics is for a Prometheus scraper on the private network. MarkOnline is added last,
+# so it is outermost and sees cached hits too.
+app.add_middleware(
+    CachePlugMiddleware,
+    plug=plug,
+    cache_responses=["/products"],
+    dashboard=True,
+    metrics=True,
+)
 app.add_middleware(MarkOnline)

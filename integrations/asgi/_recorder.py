@@ -4,6 +4,10 @@ Everything the app sends goes to the server unchanged but for two added headers
 (``X-Cache`` and the request id). The body is buffered alongside, never held back; the
 entry is stored only after the final ``http.response.body`` went out, so an app that
 raises, stops half-way or streams past ``max_body_bytes`` leaves nothing in the cache.
+
+With a ``stale-if-error`` fallback (RFC 5861 §4), a 5xx response start is held back and
+its body dropped: the middleware then sends the stale entry instead
+(:meth:`ResponseRecorder.send_fallback`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from cacheplug.context import request_context
 from cacheplug.http import (
+    X_CACHE_STALE,
     BodyBuffer,
+    CachedResponse,
     HttpCachePolicy,
     RequestDecision,
     StoreDecision,
@@ -43,7 +49,9 @@ class ResponseRecorder:
         "_buffer",
         "_decision",
         "_extra",
+        "_fallback",
         "_headers",
+        "_held",
         "_key",
         "_mw",
         "_policy",
@@ -62,8 +70,11 @@ class ResponseRecorder:
         decision: RequestDecision,
         send: Send,
         extra: list[tuple[bytes, bytes]],
+        fallback: CachedResponse | None = None,
     ) -> None:
         self._mw = mw
+        self._fallback = fallback
+        self._held = False
         self._key = key
         self._req_headers = req_headers
         self._decision = decision
@@ -77,8 +88,13 @@ class ResponseRecorder:
         self._headers: list[tuple[str, str]] = []
 
     async def __call__(self, message: Message) -> None:
+        if self._held:  # a 5xx replaced by the stale entry: drop the rest of it
+            return
         kind = message["type"]
         if kind == "http.response.start":
+            if self._fallback is not None and not self._started and message["status"] >= 500:
+                self._started = self._held = True
+                return
             message = self._on_start(message)
         elif kind == "http.response.body":
             buffer = self._buffer
@@ -117,6 +133,33 @@ class ResponseRecorder:
             return message
         return {**message, "headers": [*raw, *extra]}
 
+    @property
+    def held(self) -> bool:
+        """True if the app's 5xx start was held back for the stale fallback."""
+        return self._held
+
+    @property
+    def replaceable(self) -> bool:
+        """True if the stale fallback may still be sent: nothing, or only a held 5xx, went out."""
+        return self._fallback is not None and (self._held or not self._started)
+
+    async def send_fallback(self, head: bool) -> None:
+        """Send the stale-if-error entry (``X-Cache: STALE``) in place of the app's answer."""
+        entry = self._fallback
+        assert entry is not None
+        self._held = True  # whatever the app still sends is dropped
+        status, headers, body = entry.respond(
+            self._req_headers,
+            self._policy.clock(),
+            head=head,
+            asgi=True,
+            x_cache=X_CACHE_STALE,
+        )
+        if self._extra:
+            headers.extend(self._extra)
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+        await self._send({"type": "http.response.body", "body": body})
+
     def _decide(self, status: int, raw: Any) -> None:
         try:
             policy = self._mw.policy_for(request_context.get(CACHE_TTL))
@@ -152,7 +195,10 @@ class ResponseRecorder:
         variants = add_variant(
             old if isinstance(old, tuple) else None, entry, policy.max_variants, now
         )
-        all_tags: set[Any] = set()
-        for variant in variants:
-            all_tags.update(variant.tags)
-        cache.set(self._key, variants, ttl=variants_ttl(variants, now), tags=all_tags)
+        if len(variants) == 1:
+            all_tags: Any = entry.tags
+        else:
+            all_tags = set()
+            for variant in variants:
+                all_tags.update(variant.tags)
+        cache.set(self._key, variants, ttl=variants_ttl(variants, now), tags=all_tags or ())

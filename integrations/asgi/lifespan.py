@@ -10,15 +10,16 @@ is for FastAPI's and Starlette's own ``lifespan=`` argument.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from cacheplug.runtime import CachePlug
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ("STATE_KEY", "cacheplug_lifespan", "run_lifespan")
+__all__ = ("STATE_KEY", "attach_to_lifespan", "cacheplug_lifespan", "run_lifespan")
 
 logger = logging.getLogger("cacheplug.asgi")
 
@@ -26,6 +27,42 @@ logger = logging.getLogger("cacheplug.asgi")
 STATE_KEY = "cacheplug"
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]]
+
+
+class _Companion(Protocol):
+    """Something tied to a plug's lifespan: reopened after start, closed before close."""
+
+    def reopen(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+# Held weakly both ways: registering never keeps a middleware or a plug alive.
+_COMPANIONS: weakref.WeakKeyDictionary[CachePlug, weakref.WeakSet[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def attach_to_lifespan(plug: CachePlug, companion: _Companion) -> None:
+    """Reopen ``companion`` after ``plug`` starts and close it before ``plug`` closes.
+
+    Both :func:`run_lifespan` and :func:`cacheplug_lifespan` honour it, so the
+    middleware's background refreshes end at shutdown whichever of the two runs the plug.
+    """
+    _COMPANIONS.setdefault(plug, weakref.WeakSet()).add(companion)
+
+
+def _reopen_companions(plug: CachePlug) -> None:
+    for companion in list(_COMPANIONS.get(plug, ())):
+        companion.reopen()
+
+
+async def _close_companions(plug: CachePlug) -> None:
+    for companion in list(_COMPANIONS.get(plug, ())):
+        try:
+            await companion.aclose()
+        except Exception:  # the plug must still close and save
+            logger.exception("cacheplug: %r did not close cleanly", companion)
 
 
 def cacheplug_lifespan(
@@ -46,6 +83,7 @@ def cacheplug_lifespan(
     @asynccontextmanager
     async def _lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
         await plug.astart()
+        _reopen_companions(plug)
         try:
             if lifespan is None:
                 yield {STATE_KEY: plug}
@@ -53,7 +91,10 @@ def cacheplug_lifespan(
                 async with lifespan(app) as state:
                     yield {**(state or {}), STATE_KEY: plug}
         finally:
-            await plug.aclose()
+            try:
+                await _close_companions(plug)
+            finally:
+                await plug.aclose()
 
     return _lifespan
 
@@ -92,6 +133,7 @@ async def run_lifespan(
         logger.exception("cacheplug could not start")
         await send({"type": "lifespan.startup.failed", "message": _error_text(exc)})
         raise  # as Starlette does: servers and TestClient expect the app to end in error
+    _reopen_companions(plug)
 
     phase = "starting"  # -> "started" -> "stopping" -> "done"
     close_error: Exception | None = None
@@ -99,6 +141,7 @@ async def run_lifespan(
     async def close_plug() -> str | None:
         nonlocal close_error
         try:
+            await _close_companions(plug)
             await plug.aclose()
         except Exception as exc:
             logger.exception("cacheplug could not close cleanly")

@@ -2,15 +2,21 @@
 
 Order of work for an HTTP request:
 
+0. With ``dashboard=True`` / ``metrics=True`` only: ``/_cacheplug/...`` and ``/metrics``
+   go to the core's dashboard and metrics apps (:mod:`._admin`). Off, this costs one
+   attribute test.
 1. Parse the request headers once (latin-1, never fails) and pick the request id.
 2. If response caching covers the path: decide from method and ``Cache-Control``
    (memoized per header shape), build the primary key, one ``cache.get``. A usable
    stored variant is sent straight away, with headers encoded when it was stored plus
    ``Age`` and ``X-Cache: HIT`` (or a 304): the app is never called and no request
-   context is opened, because no user code runs.
+   context is opened, because no user code runs. A stale variant inside its RFC 5861
+   ``stale-while-revalidate`` window is sent the same way (``X-Cache: STALE``) while a
+   background task refreshes it (:mod:`._refresh`).
 3. Otherwise open the request-context scope (request id inside) and call the app; on a
    cacheable miss its ``send`` is a :class:`~._recorder.ResponseRecorder` that stores the
-   complete response after it went out.
+   complete response after it went out. A stale variant inside its ``stale-if-error``
+   window replaces the app's answer if the app raises or answers 5xx.
 
 ``websocket`` scopes get the request-context scope; ``lifespan`` scopes start and close
 the plug (:func:`~.lifespan.run_lifespan`); anything else passes through.
@@ -19,51 +25,37 @@ the plug (:func:`~.lifespan.run_lifespan`); anything else passes through.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from cacheplug.context import request_context
 from cacheplug.errors import ConfigurationError
-from cacheplug.http import HttpCachePolicy, request_headers_from_asgi
+from cacheplug.http import (
+    X_CACHE_STALE,
+    HttpCachePolicy,
+    request_headers_from_asgi,
+    select_stale,
+    within_stale_if_error,
+    within_stale_while_revalidate,
+)
 from cacheplug.runtime import CachePlug
 
+from ._admin import build_admin_routes
+from ._ids import new_request_id, valid_request_id
 from ._recorder import ResponseRecorder
+from ._refresh import Refresher
 from ._types import ASGIApp, Receive, Scope, Send
-from .lifespan import STATE_KEY, run_lifespan
+from .lifespan import STATE_KEY, attach_to_lifespan, run_lifespan
 
 __all__ = ("CachePlugMiddleware",)
 
 logger = logging.getLogger("cacheplug.asgi")
 
-_MAX_REQUEST_ID = 200
 _BYPASS = (b"x-cache", b"BYPASS")
-
-
-class _RequestIds:
-    """Request ids: a random per-process prefix plus a counter (uuid4 costs a syscall)."""
-
-    def __init__(self) -> None:
-        self.reseed()
-        # A forked worker must not repeat its parent's ids.
-        os.register_at_fork(after_in_child=self.reseed)
-
-    def reseed(self) -> None:
-        self.prefix = os.urandom(8).hex()
-        self.counter = itertools.count(1)
-
-    def new(self) -> str:
-        return "%s%016x" % (self.prefix, next(self.counter))  # noqa: UP031 (fastest)
-
-
-_IDS = _RequestIds()
-
-
-def _valid_id(value: str) -> bool:
-    """An incoming id is honoured only if short, ASCII and printable (no log injection)."""
-    return 0 < len(value) <= _MAX_REQUEST_ID and value.isascii() and value.isprintable()
+_HIT = (b"x-cache", b"HIT")
+#: ``Age`` header pairs for the first hour, built once: most hits are younger.
+_AGES = tuple((b"age", b"%d" % age) for age in range(3600))
 
 
 class CachePlugMiddleware:
@@ -88,7 +80,15 @@ class CachePlugMiddleware:
         False when ``cacheplug_lifespan`` (or your own code) runs the plug instead.
     :param key_prefix: prefix of the cache keys of stored pages, so pages never collide
         with your own keys and ``plug.delete_matching(prefix + "*")`` drops them all.
+    :param dashboard: serve the dashboard at ``/_cacheplug/`` (off by default). Only
+        loopback clients get in, unless a token is set (``dashboard_token`` or
+        ``$CACHEPLUG_DASHBOARD_TOKEN``); see ``docs/dashboard.md``.
+    :param dashboard_token: the dashboard's bearer token (at least 16 characters); None
+        reads ``$CACHEPLUG_DASHBOARD_TOKEN``.
+    :param metrics: serve Prometheus metrics at ``/metrics`` (off by default; open to any
+        client, as scrapers expect; needs ``cacheplug[prometheus]``).
     :raises ConfigurationError: an option has the wrong type; the message names it.
+    :raises ImportError: ``metrics=True`` without prometheus-client.
     """
 
     def __init__(
@@ -102,6 +102,9 @@ class CachePlugMiddleware:
         trust_request_id: bool = True,
         handle_lifespan: bool = True,
         key_prefix: str = "http:",
+        dashboard: bool = False,
+        dashboard_token: str | None = None,
+        metrics: bool = False,
     ) -> None:
         if not isinstance(plug, CachePlug):
             raise ConfigurationError(
@@ -148,6 +151,17 @@ class CachePlugMiddleware:
         self._trust_id = bool(trust_request_id) and self._id_name is not None
         self._policies: dict[float, HttpCachePolicy] = {}
         self._keys: dict[tuple[Any, ...], str | None] = {}
+        self._admin = build_admin_routes(
+            app,
+            plug,
+            dashboard=dashboard,
+            dashboard_token=dashboard_token,
+            dashboard_prefix="/_cacheplug",
+            metrics=metrics,
+            metrics_path="/metrics",
+        )
+        self._refresher = Refresher(self)
+        attach_to_lifespan(plug, self._refresher)
 
     # ------------------------------------------------------------------------ dispatch
 
@@ -155,34 +169,51 @@ class CachePlugMiddleware:
         if scope["type"] != "http":
             await self._not_http(scope, receive, send)
             return
+        if self._admin is not None:
+            admin = self._admin.route(scope)
+            if admin is not None:
+                await admin(scope, receive, send)
+                return
         headers = request_headers_from_asgi(scope["headers"])
         rid = None
         if self._trust_id:
             rid = headers.get(self._id_name)  # type: ignore[arg-type]
-            if rid is not None and not _valid_id(rid):
+            if rid is not None and not valid_request_id(rid):
                 rid = None
         if rid is None:
-            rid = _IDS.new()
+            rid = new_request_id()
         extra = [(self._id_raw, rid.encode("latin-1"))] if self._id_raw is not None else []
 
+        fallback = None
         if self._caching and (self._cache_all or scope["path"].startswith(self._prefixes)):
             method = scope["method"]
-            decision = self.policy.request_decision(method, headers)
+            policy = self.policy
+            decision = policy.request_decision(method, headers)
             if decision.lookup or decision.store or decision.invalidate:
                 key = self._key(scope, headers)
                 if key is not None:
                     if decision.lookup:
                         variants = self.cache.get(key)
                         if variants is not None:
-                            policy = self.policy
                             now = policy.clock()
                             entry = policy.select(variants, headers, decision, now)
                             if entry is not None:
-                                status, out, body = entry.respond(
-                                    headers, now, head=method == "HEAD", asgi=True
-                                )
-                                if extra:
-                                    out.append(extra[0])
+                                if "if-none-match" in headers or method == "HEAD":
+                                    status, out, body = entry.respond(
+                                        headers, now, head=method == "HEAD", asgi=True
+                                    )
+                                    out.extend(extra)
+                                else:  # the common hit, inlined: no extra calls or lists
+                                    status = entry.status
+                                    body = entry.body
+                                    age = int(now - entry.stored_at)
+                                    age = entry.initial_age + age if age > 0 else entry.initial_age
+                                    out = [
+                                        *entry.raw_headers,
+                                        _AGES[age] if age < 3600 else (b"age", b"%d" % age),
+                                        _HIT,
+                                        *extra,
+                                    ]
                                 await send(
                                     {
                                         "type": "http.response.start",
@@ -192,7 +223,15 @@ class CachePlugMiddleware:
                                 )
                                 await send({"type": "http.response.body", "body": body})
                                 return
-                    send = ResponseRecorder(self, key, headers, decision, send, extra)
+                            stale = select_stale(variants, headers, decision, now)
+                            if stale is not None:
+                                if within_stale_while_revalidate(stale, now):
+                                    self._refresher.schedule(key, scope)
+                                    await self._send_stale(stale, headers, now, method, extra, send)
+                                    return
+                                if within_stale_if_error(stale, now):
+                                    fallback = stale
+                    send = ResponseRecorder(self, key, headers, decision, send, extra, fallback)
                     extra = []
             elif method == "GET" or method == "HEAD":  # request no-store or unparsable
                 extra.append(_BYPASS)
@@ -204,7 +243,53 @@ class CachePlugMiddleware:
         elif STATE_KEY not in state:
             state[STATE_KEY] = self.plug
         with request_context.scope(request_id=rid):
-            await self.app(scope, receive, send)
+            if fallback is None:
+                await self.app(scope, receive, send)
+            else:
+                await self._call_with_fallback(scope, receive, send)  # type: ignore[arg-type]
+
+    async def _send_stale(
+        self,
+        entry: Any,
+        headers: dict[str, str],
+        now: float,
+        method: str,
+        extra: list[tuple[bytes, bytes]],
+        send: Send,
+    ) -> None:
+        status, out, body = entry.respond(
+            headers, now, head=method == "HEAD", asgi=True, x_cache=X_CACHE_STALE
+        )
+        out.extend(extra)
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _call_with_fallback(
+        self, scope: Scope, receive: Receive, recorder: ResponseRecorder
+    ) -> None:
+        """Call the app; if it raises or answers 5xx, send the stale-if-error entry."""
+        head = scope["method"] == "HEAD"
+        try:
+            await self.app(scope, receive, recorder)
+        except Exception:
+            if not recorder.replaceable:
+                raise  # part of the app's own answer went out: fail as without cacheplug
+            logger.warning(
+                "cacheplug: the app failed on %s; serving the stale entry (stale-if-error)",
+                scope["path"],
+                exc_info=True,
+            )
+            await recorder.send_fallback(head)
+            return
+        if recorder.replaceable and recorder.held:
+            await recorder.send_fallback(head)
+
+    async def wait_for_refreshes(self) -> None:
+        """Wait until the running ``stale-while-revalidate`` background refreshes end.
+
+        They are also cancelled at lifespan shutdown, before the plug closes.
+        """
+        await self._refresher.wait()
 
     async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -216,9 +301,9 @@ class CachePlugMiddleware:
                 for name, value in scope.get("headers") or ():
                     if name.lower() == self._id_raw:
                         rid = value.decode("latin-1").strip(" \t")
-                        rid = rid if _valid_id(rid) else None
+                        rid = rid if valid_request_id(rid) else None
                         break
-            with request_context.scope(request_id=rid or _IDS.new()):
+            with request_context.scope(request_id=rid or new_request_id()):
                 await self.app(scope, receive, send)
         else:
             await self.app(scope, receive, send)
