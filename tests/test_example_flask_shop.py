@@ -76,6 +76,39 @@ def test_request_context_and_per_request_memo(shop):
     assert one.json["request_id"] != two.json["request_id"]
 
 
+def test_dashboard_and_metrics_from_the_environment(monkeypatch):
+    monkeypatch.delenv("CACHEPLUG_DASHBOARD_TOKEN", raising=False)
+    monkeypatch.setenv("FLASK_CACHEPLUG_DASHBOARD", "true")  # JSON, as from_prefixed_env reads
+    monkeypatch.setenv("FLASK_CACHEPLUG_METRICS", "true")
+    spec = importlib.util.spec_from_file_location("flask_shop_observed", APP_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    app = module.create_app({"TESTING": True})
+    try:
+        client = app.test_client()
+        client.get("/products/1")
+        client.get("/products/1")
+        stats = client.get("/_cacheplug/api/stats").get_json()
+        assert (stats["name"], stats["cache"]["hits"] >= 1) == ("flask_shop", True)
+        assert (
+            client.get("/_cacheplug/", environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code
+            == 403
+        )
+        assert 'cacheplug_hits_total{cache="flask_shop"}' in client.get("/metrics").get_data(
+            as_text=True
+        )
+    finally:
+        module.plug.close(app)
+
+
+def test_cached_pages_are_kept_per_host(shop):
+    _, app = shop
+    client = app.test_client()
+    assert client.get("/products", headers={"Host": "eu.shop.test"}).headers["X-Cache"] == "MISS"
+    assert client.get("/products", headers={"Host": "us.shop.test"}).headers["X-Cache"] == "MISS"
+    assert client.get("/products", headers={"Host": "eu.shop.test"}).headers["X-Cache"] == "HIT"
+
+
 def test_cli_stats(shop):
     _, app = shop
     result = app.test_cli_runner().invoke(args=["cacheplug", "stats"])
@@ -146,8 +179,7 @@ def test_real_server_saves_at_exit_and_restarts_warm(tmp_path):
 
     assert (state_dir / SNAPSHOT_NAME).exists(), output
 
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
+    # Same address: the host and port are part of a cached page's key.
     proc = _serve(state_dir, port)
     try:
         _wait_until_up(f"{base}/stats", proc)

@@ -92,7 +92,8 @@ def test_key_prefix_string_and_callable(app, plug):
     client.get("/a")
     client.get("/b?lang=fr")
     with app.app_context():
-        assert plug.cache.get("fixed-key")[0].body == b"a"
+        # A str key_prefix is qualified by the origin; a key function is used as is.
+        assert plug.cache.get("http://localhost|fixed-key")[0].body == b"a"
         assert plug.cache.get("custom/fr")[0].body == b"b-fr"
     assert client.get("/b?lang=fr").headers["X-Cache"] == "HIT"
     assert client.get("/b?lang=de").data == b"b-de"
@@ -304,6 +305,65 @@ def test_after_request_headers_are_part_of_the_stored_response(app, plug):
     assert hit.headers.getlist("X-Frame-Options") == ["DENY"]
 
 
+def test_an_after_request_hook_that_replaces_the_response_is_what_is_stored(app, plug):
+    @app.after_request
+    def wrap_in_layout(response):
+        if request.path != "/replaced":
+            return response
+        return app.response_class(b"<layout>" + response.get_data() + b"</layout>")
+
+    calls = []
+
+    @app.get("/replaced")
+    @plug.cached()
+    def replaced():
+        calls.append(1)
+        return "inner"
+
+    client = app.test_client()
+    assert client.get("/replaced").data == b"<layout>inner</layout>"
+    hit = client.get("/replaced")
+    assert calls == [1]
+    # A hit answered in the view passes the hook again; early hits skip it.
+    assert hit.data in (b"<layout>inner</layout>", b"<layout><layout>inner</layout></layout>")
+    with app.app_context():
+        (stored,) = plug.cache.get("http://localhost|view//replaced")
+    assert stored.body == b"<layout>inner</layout>"
+
+
+def test_hooks_that_add_headers_do_not_pile_up_on_in_view_hits(make_app, plug):
+    app = make_app(CACHEPLUG_EARLY_HITS=False)
+
+    @app.after_request
+    def add_header(response):
+        response.headers.add("X-Served", "1")
+        return response
+
+    @app.get("/p")
+    @plug.cached()
+    def p():
+        return "p"
+
+    client = app.test_client()
+    for _ in range(4):
+        response = client.get("/p")
+    assert response.headers["X-Cache"] == "HIT"
+    # The stored copy carries the miss's header; each hit passes the hook once more.
+    assert response.headers.getlist("X-Served") == ["1", "1"]
+
+
+def test_a_head_miss_stores_no_empty_body(app, plug):
+    @app.get("/doc")
+    @plug.cached()
+    def doc():
+        return "full body"
+
+    client = app.test_client()
+    assert client.head("/doc").data == b""
+    assert client.get("/doc").data == b"full body"
+    assert client.get("/doc").data == b"full body"
+
+
 def test_async_view(app, plug):
     calls = []
 
@@ -372,6 +432,100 @@ def test_early_hits_are_per_scheme_and_host(make_app, plug):
     assert client.get("/secure", base_url="http://shop.test").status_code == 301
 
 
+@pytest.mark.parametrize("key_prefix", ["view/%s", "fixed-key"])
+def test_same_path_on_two_hosts_never_shares_an_entry(app, plug, key_prefix):
+    """Tenants by host: host B must not get host A's page (early hits on and off)."""
+    calls = []
+
+    @app.get("/home")
+    @plug.cached(timeout=60, key_prefix=key_prefix)
+    def home():
+        calls.append(request.host)
+        return f"home of {request.host}"
+
+    client = app.test_client()
+    for _ in range(2):
+        for host in ("a.shop.test", "b.shop.test"):
+            response = client.get("/home", headers={"Host": host})
+            assert response.data == f"home of {host}".encode()
+    assert calls == ["a.shop.test", "b.shop.test"]
+    # Host case and the default port do not split the entry; the scheme does.
+    assert client.get("/home", headers={"Host": "A.Shop.Test:80"}).headers["X-Cache"] == "HIT"
+    https = client.get("/home", base_url="https://a.shop.test")
+    assert (https.data, https.headers["X-Cache"]) == (b"home of a.shop.test", "MISS")
+    assert len(calls) == 3
+
+
+def test_script_root_is_part_of_the_key(app, plug):
+    @app.get("/home")
+    @plug.cached()
+    def home():
+        return f"home under {request.script_root or '/'}"
+
+    client = app.test_client()
+    assert client.get("/home").data == b"home under /"
+    assert client.get("/home", environ_overrides={"SCRIPT_NAME": "/eu"}).data == b"home under /eu"
+    assert client.get("/home", environ_overrides={"SCRIPT_NAME": "/eu"}).headers["X-Cache"] == "HIT"
+    assert client.get("/home").data == b"home under /"
+
+
+def test_invalid_host_is_served_but_not_cached(app, plug):
+    calls = []
+
+    @app.get("/h")
+    @plug.cached()
+    def h():
+        calls.append(1)
+        return "h"
+
+    client = app.test_client()
+    for _ in range(2):
+        assert client.get("/h", headers={"Host": "evil.test/x?"}).data == b"h"
+    assert len(calls) == 2
+
+
+def test_key_function_is_used_as_is_and_may_share_across_hosts(app, plug):
+    @app.get("/shared")
+    @plug.cached(key_prefix=lambda: "one-key-for-all-hosts")
+    def shared():
+        return f"rendered for {request.host}"
+
+    client = app.test_client()
+    assert client.get("/shared", headers={"Host": "a.test"}).data == b"rendered for a.test"
+    assert client.get("/shared", headers={"Host": "b.test"}).data == b"rendered for a.test"
+
+
+def test_proxy_fix_inside_the_plug_keeps_forwarded_hosts_apart(make_app, plug):
+    """ProxyFix applied before init_app: every request reaches the WSGI layer with the
+    proxy's Host, and only the view sees the tenant. Early hits must not mix them."""
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    app = Flask("proxied")
+    app.config["SECRET_KEY"] = "test"
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_host=1)
+    plug.init_app(app)
+    try:
+
+        @app.get("/home")
+        @plug.cached(timeout=60)
+        def home():
+            return f"home of {request.host}"
+
+        def get(host: str, forwarded: str):
+            return client.get("/home", headers={"Host": host, "X-Forwarded-Host": forwarded})
+
+        client = app.test_client()
+        for _ in range(2):
+            for tenant in ("a.shop.test", "b.shop.test"):
+                assert get("backend:8000", tenant).data == f"home of {tenant}".encode()
+        assert get("backend:8000", "a.shop.test").headers["X-Cache"] == "HIT"
+        # The view saw host a for a request whose Host was "backend:8000": that must not
+        # teach the WSGI layer that Host a.shop.test means tenant a.
+        assert get("a.shop.test", "b.shop.test").data == b"home of b.shop.test"
+    finally:
+        plug.close(app)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -423,4 +577,4 @@ def test_cacheplug_does_not_leak_alices_page_or_cookie(make_app, plug):
     assert "session=session-of-bob" in bob.headers["Set-Cookie"]
     assert "alice" not in bob.headers["Set-Cookie"]
     with app.app_context():
-        assert plug.cache.get("view//account") is None
+        assert plug.cache.get("http://localhost|view//account") is None

@@ -74,6 +74,14 @@ class CachelibContract:
         assert cache.get("k") is None
         assert cache.delete("k") is False
 
+    def test_delete_of_an_expired_key(self, cache, clock):
+        """SimpleCache keeps an expired entry until it prunes, and delete() reports it."""
+        cache.set("k", 1, timeout=5)
+        clock.advance(6)
+        assert cache.delete("k") is True
+        assert cache.delete("k") is False
+        assert cache.get("k") is None
+
     def test_get_many_and_get_dict(self, cache):
         cache.set("a", 1)
         cache.set("b", 2)

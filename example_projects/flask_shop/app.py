@@ -6,7 +6,9 @@
 * ``load_product``: a lookup memoized with ``@plug.memoize``;
 * ``POST /products/<id>/price``: changes a price and invalidates by tag;
 * ``GET /account``: a per-user page marked ``private``, which is never shared;
-* ``GET /whoami``: the request context (request id, a per-request memo).
+* ``GET /whoami``: the request context (request id, a per-request memo);
+* ``/_cacheplug/`` and ``/metrics`` with ``FLASK_CACHEPLUG_DASHBOARD=true`` and
+  ``FLASK_CACHEPLUG_METRICS=true`` (off by default).
 
 Run it (from the repository root)::
 

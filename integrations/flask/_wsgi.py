@@ -10,8 +10,11 @@ the session, and may add ``Set-Cookie`` and ``Vary: Cookie``, after every
   path)`` once is recorded in the app's *early index*; the next GET/HEAD for it is looked
   up and, on a hit, answered from ready-to-send pieces before Flask builds a request.
 * **Stores.** The decorator leaves a :class:`StorePlan` in the environ; this layer
-  captures status and headers in ``start_response``, adds ``X-Cache``, buffers the body
-  as it streams out and stores it when the body ends, if the shared policy allows.
+  captures status and headers in ``start_response`` and adds ``X-Cache``. If the shared
+  policy allows storing, it reads a body of declared length (``Content-Length``, every
+  non-streamed Flask response) at once and stores it; a streamed body is buffered as it
+  goes out and stored when it ends. Either way what is stored is exactly what the
+  server sends, after every ``after_request`` hook and the session save.
 """
 
 from __future__ import annotations
@@ -36,19 +39,23 @@ if TYPE_CHECKING:
     from .extension import FlaskPlugState
 
 __all__ = (
-    "FINAL_RESPONSE",
+    "EARLY_SLOT",
     "STORE_PLAN",
     "CachePlugWSGI",
     "EnvironHeaders",
+    "OriginKeys",
     "StorePlan",
     "sorted_query",
 )
 
 #: The environ key under which ``@cached`` leaves its :class:`StorePlan`.
 STORE_PLAN = "cacheplug.store_plan"
-#: The environ key of the final Flask response (after the session was saved).
-FINAL_RESPONSE = "cacheplug.final_response"
+#: The environ key of the request's early slot as the WSGI layer saw it (before any
+#: middleware inside ``app.wsgi_app`` could rewrite scheme, host or path).
+EARLY_SLOT = "cacheplug.early_slot"
 _EARLY_INDEX_MAX = 10_000
+_MOUNTED = "cacheplug.mounted"
+_ORIGIN_MEMO_MAX = 1024
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -129,27 +136,67 @@ def sorted_query(query: str) -> str:
     return "&".join(params)
 
 
-def keep_final_response(sender: Any, response: Any, **extra: Any) -> None:
-    """``request_finished`` receiver: keep the final response of a ``@cached`` view.
-
-    Flask sends it after every ``after_request`` hook and the session save, so the
-    response's body belongs to the headers the WSGI layer captures.
-    """
-    from flask import request
-
-    environ = request.environ
-    if STORE_PLAN in environ:
-        environ[FINAL_RESPONSE] = response
+def _content_length(headers: list[tuple[str, str]]) -> int | None:
+    """The response's ``Content-Length`` as an int, or None if absent or malformed."""
+    for name, value in headers:
+        if name.lower() == "content-length":
+            value = value.strip()
+            return int(value) if value.isdigit() else None
+    return None
 
 
 def early_slot(environ: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The early index's key for a request: what must match for the same view to answer."""
+    """The early index's key for a request: what must match for the same view to answer.
+
+    Scheme, authority (the ``Host`` header, else the server's name and port), script
+    root and path: every input of a ``@cached`` view's key except the query string.
+    """
     return (
         environ.get("wsgi.url_scheme"),
-        environ.get("HTTP_HOST"),
+        environ.get("HTTP_HOST") or (environ.get("SERVER_NAME"), environ.get("SERVER_PORT")),
         environ.get("SCRIPT_NAME", ""),
         environ.get("PATH_INFO", ""),
     )
+
+
+class OriginKeys:
+    """Memoized ``scheme://host[:port]<script root>`` of requests: the key's origin part.
+
+    Built with the shared policy's :meth:`~cacheplug.http.HttpCachePolicy.primary_key`
+    (scheme and host lowercased, default port dropped, an invalid authority gives
+    ``None``). The script root has ``%`` and ``|`` escaped so the ``|`` that ends the
+    origin in a view key is unambiguous. Bounded: the ``Host`` header is client input.
+    Thread-safe (a racing fill computes the same value twice).
+    """
+
+    __slots__ = ("_memo", "_policy")
+
+    def __init__(self, policy: HttpCachePolicy) -> None:
+        self._policy = policy
+        self._memo: dict[tuple[Any, ...], str | None] = {}
+
+    def __call__(self, environ: Mapping[str, Any]) -> str | None:
+        slot = (
+            environ.get("wsgi.url_scheme"),
+            environ.get("HTTP_HOST"),
+            environ.get("SERVER_NAME"),
+            environ.get("SERVER_PORT"),
+            environ.get("SCRIPT_NAME", ""),
+        )
+        try:
+            return self._memo[slot]
+        except KeyError:
+            pass
+        scheme, host, server_name, server_port, script = slot
+        server = f"{server_name}:{server_port}" if server_name else None
+        url = self._policy.primary_key(scheme or "http", host, "/", server=server)
+        origin = None
+        if url is not None and isinstance(script, str):
+            origin = url[:-1] + script.replace("%", "%25").replace("|", "%7C")
+        if len(self._memo) >= _ORIGIN_MEMO_MAX:
+            self._memo.clear()
+        self._memo[slot] = origin
+        return origin
 
 
 @dataclass(slots=True)
@@ -177,19 +224,40 @@ class CachePlugWSGI:
     def __init__(self, wsgi_app: WSGIApp, state: FlaskPlugState) -> None:
         self.wsgi_app = wsgi_app
         self.state = state
+        self._mounted: tuple[str, ...] = ()
+        self._mount_app: WSGIApp | None = None
+
+    def mount(self, prefixes: tuple[str, ...], app: WSGIApp) -> None:
+        """Send requests whose path starts with one of ``prefixes`` to ``app`` first.
+
+        ``app`` (the dashboard and ``/metrics``) wraps this layer and passes the paths
+        it does not claim back to it, which then serves them as usual.
+        """
+        self._mounted = prefixes
+        self._mount_app = app
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         state = self.state
         if not state.started:
             state.start()
-        if state.early_index:
-            method = environ.get("REQUEST_METHOD")
-            if method == "GET" or method == "HEAD":
-                slot = state.early_index.get(early_slot(environ))
-                if slot is not None:
-                    served = self._early_hit(environ, start_response, slot, method)
-                    if served is not None:
-                        return served
+        if (
+            self._mounted
+            and environ.get("PATH_INFO", "").startswith(self._mounted)
+            and _MOUNTED not in environ
+        ):
+            # The mounted app hands a path it does not claim back to this layer.
+            environ[_MOUNTED] = True
+            return self._mount_app(environ, start_response)  # type: ignore[misc]
+        if state.early_hits:
+            raw_slot = environ[EARLY_SLOT] = early_slot(environ)
+            if state.early_index:
+                method = environ.get("REQUEST_METHOD")
+                if method == "GET" or method == "HEAD":
+                    slot = state.early_index.get(raw_slot)
+                    if slot is not None:
+                        served = self._early_hit(environ, start_response, slot, method)
+                        if served is not None:
+                            return served
         captured: list[Any] = []
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -220,12 +288,20 @@ class CachePlugWSGI:
         decision = plan.policy.response_store_decision(status, headers, request_headers, now)
         if not decision.store:
             return app_iter
-        response = environ.get(FINAL_RESPONSE)
-        if response is not None and not response.is_streamed:
-            # The body is already in memory: store now, as the request ends, instead of
-            # when (and only if) the server finishes iterating it.
-            self._store(plan, status, headers, response.get_data(), request_headers, decision)
-            return app_iter
+        length = _content_length(headers)
+        if length is not None and length <= plan.policy.max_body_bytes:
+            # A body of declared, bounded size (every non-streamed Flask response): read
+            # it now and store it as the request ends, not when (and only if) the server
+            # finishes iterating it. A short body (HEAD, a lying generator) is not stored.
+            try:
+                body = b"".join(app_iter)
+            finally:
+                close = getattr(app_iter, "close", None)
+                if close is not None:
+                    close()
+            if len(body) == length:
+                self._store(plan, status, headers, body, request_headers, decision)
+            return [body]
         return self._stream_and_store(app_iter, plan, status, headers, request_headers, decision)
 
     def _early_hit(

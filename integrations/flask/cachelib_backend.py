@@ -103,8 +103,15 @@ class CachelibCache(BaseCache):
         return self._load(self.cache.get(self._key(key)))
 
     def delete(self, key: str) -> bool:
-        """Delete ``key``; True if a live entry existed and was deleted."""
-        return self.cache.delete(self._key(key))
+        """Delete ``key``; True if an entry was held for it, live or expired.
+
+        That is ``SimpleCache``'s answer: it keeps an expired entry until it prunes, and
+        ``delete`` reports it. Here an expired entry is held until a read, the sweeper
+        or eviction drops it; once dropped, ``delete`` returns False.
+        """
+        full = self._key(key)
+        held = _holds(self.cache, full)
+        return self.cache.delete(full) or held
 
     def get_many(self, *keys: str) -> list[Any]:
         """A list of the values of ``keys``, None for each miss."""
@@ -191,6 +198,17 @@ class CachelibCache(BaseCache):
             f"<CachelibCache prefix={self.key_prefix!r} default_timeout={self.default_timeout} "
             f"{self.cache!r}>"
         )
+
+
+def _holds(cache: ShardedTTLCache, key: Hashable) -> bool:
+    """True if ``cache`` physically holds an entry for ``key``, even an expired one.
+
+    The core's public reads all treat an expired entry as absent; only its entry map
+    knows. Without that map (another cache type) this says False, and ``delete``
+    reports live entries only.
+    """
+    data = getattr(cache, "_data", None)
+    return data is not None and key in data
 
 
 def _to_seconds(timeout: object) -> int | float:

@@ -8,7 +8,9 @@ decorator looks up and, on a miss, leaves a :class:`~._wsgi.StorePlan` in the en
 the WSGI layer stores the *final* response, after Flask has saved the session.
 
 ``memoize`` uses the core's single-flight ``get_or_set``: concurrent misses on the same
-arguments run the function once.
+arguments run the function once. It also carries the core's freshness options
+(``stale_while_revalidate``, ``stale_if_error``, ``early_refresh``); ``cached`` does not,
+as they would mean re-running a view outside its request (see ``docs/flask.md``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from flask import current_app, request
 from cacheplug.cache import NO_EXPIRY, ShardedTTLCache
 from cacheplug.errors import ConfigurationError
 
+from ._response import hit_response
 from ._wsgi import STORE_PLAN, EnvironHeaders, StorePlan, sorted_query
 
 if TYPE_CHECKING:
@@ -34,8 +37,8 @@ if TYPE_CHECKING:
 __all__ = ("cached_view", "delete_memoized", "memoize")
 
 _MEMOIZED: Final = "__cacheplug_memoized__"
-#: Keyword options of the core's get_or_set that memoize may forward (freshness
-#: options such as ``stale_while_revalidate`` appear here once the core grows them).
+#: Keyword options of the core's get_or_set that memoize forwards (the freshness
+#: options: ``early_refresh``, ``stale_while_revalidate``, ``stale_if_error``...).
 _GET_OR_SET_OPTIONS: Final = frozenset(inspect.signature(ShardedTTLCache.get_or_set).parameters) - {
     "self",
     "key",
@@ -70,6 +73,13 @@ def _call_view(view: Callable[..., Any], is_async: bool, args: Any, kwargs: Any)
     return view(*args, **kwargs)
 
 
+def _key_path(path: str) -> str:
+    """Escape ``%`` and ``?`` in a decoded path so it cannot pass for a query string."""
+    if "%" in path or "?" in path:
+        return path.replace("%", "%25").replace("?", "%3F")
+    return path
+
+
 def cached_view(
     plug: FlaskCachePlug,
     timeout: float | None = None,
@@ -83,8 +93,12 @@ def cached_view(
     :param timeout: seconds to keep a response that states no freshness of its own
         (its ``s-maxage``/``max-age``/``Expires`` win); None uses the app's policy
         default (``CACHEPLUG_TTL``), 0 keeps it until invalidated.
-    :param key_prefix: the cache key: ``"view/%s"`` (``%s`` gets ``request.path``), a
-        fixed string, or a callable returning the key (called in the request).
+    :param key_prefix: ``"view/%s"`` (``%s`` gets ``request.path``) or a fixed string:
+        the key is then ``"<scheme>://<host>[:port]<script root>|" + key_prefix % path``,
+        so the same path on two hosts (tenants by host, http and https) never shares an
+        entry; a request whose ``Host`` is not a valid authority is not cached. Or a
+        callable returning the whole key (called in the request): it is used as is,
+        and keeping hosts apart is then up to it.
     :param query_string: add the sorted query string to the key. When False (Flask-Caching's
         default) ``/items?page=1`` and ``/items?page=2`` share one entry.
     :param unless: called with no arguments per request; True bypasses the cache.
@@ -110,22 +124,33 @@ def cached_view(
         raise ConfigurationError(f"tags must be an iterable of str, not a str: {tags!r}")
     fixed_tags = () if callable(tags) else tuple(tags)
     early = unless is None and isinstance(key_prefix, str)
+    key_function = None if isinstance(key_prefix, str) else key_prefix
+    path_template = isinstance(key_prefix, str) and "%s" in key_prefix
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         is_async = inspect.iscoroutinefunction(view)
 
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            state = plug.state()
+            # One proxy lookup each: this is the hit path when early hits are off.
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            state = plug.state(app)
             if unless is not None and unless():
                 return _call_view(view, is_async, args, kwargs)
-            environ = request.environ
+            req = request._get_current_object()  # type: ignore[attr-defined]
+            environ = req.environ
+            if key_function is None:
+                origin = state.origin(environ)
+                if origin is None:  # no usable Host: nothing to keep hosts apart by
+                    return _call_view(view, is_async, args, kwargs)
+                if path_template:
+                    base = f"{origin}|{key_prefix % _key_path(req.path)}"
+                else:
+                    base = f"{origin}|{key_prefix}"
+            else:
+                base = key_function()
             headers = EnvironHeaders(environ)
             decision = state.policy.request_decision(environ["REQUEST_METHOD"], headers)
-            if isinstance(key_prefix, str):
-                base = key_prefix % request.path if "%s" in key_prefix else key_prefix
-            else:
-                base = key_prefix()
             key = base
             if query_string:
                 query = environ.get("QUERY_STRING")
@@ -141,7 +166,7 @@ def cached_view(
                     entry = policy.select(variants, headers, decision, now)
                     if entry is not None:
                         status, hit_headers, body = entry.respond(headers, now)
-                        return current_app.response_class(body, status, hit_headers)
+                        return hit_response(app.response_class, status, hit_headers, body)
             entry_tags = tuple(tags(**kwargs)) if callable(tags) else fixed_tags
             environ[STORE_PLAN] = StorePlan(
                 key, decision, state.policy_for(view_timeout), entry_tags

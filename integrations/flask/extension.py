@@ -23,14 +23,21 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from flask import Flask, current_app, request_finished
+from flask import Flask, current_app
 
 from cacheplug.context import RequestContext, request_context
 from cacheplug.errors import ConfigurationError
 from cacheplug.http import HttpCachePolicy
 from cacheplug.runtime import DEFAULTS, CachePlug, RuntimeStats
 
-from ._wsgi import _EARLY_INDEX_MAX, CachePlugWSGI, early_slot, keep_final_response
+from ._wsgi import (
+    _EARLY_INDEX_MAX,
+    EARLY_SLOT,
+    CachePlugWSGI,
+    OriginKeys,
+    early_slot,
+)
+from .observability import OBSERVABILITY_KEYS, observability_from_config
 
 if TYPE_CHECKING:
     from cacheplug.cache import ShardedTTLCache
@@ -45,7 +52,7 @@ EXTENSION_KEY: Final = "cacheplug"
 CONFIG_PREFIX: Final = "CACHEPLUG_"
 #: Config keys the Flask adapter reads itself; every other ``CACHEPLUG_*`` key is a
 #: :class:`CachePlug` option.
-FLASK_KEYS: Final = ("CACHEPLUG_HTTP_POLICY", "CACHEPLUG_EARLY_HITS")
+FLASK_KEYS: Final = ("CACHEPLUG_HTTP_POLICY", "CACHEPLUG_EARLY_HITS", *OBSERVABILITY_KEYS)
 #: The HTTP policy's default freshness when ``ttl`` is None (no expiry): 2**31 s.
 _NO_EXPIRY_TTL: Final = float(2**31)
 
@@ -60,6 +67,8 @@ class FlaskPlugState:
     :ivar early_hits: answer ``@cached`` hits before Flask dispatches (``CACHEPLUG_EARLY_HITS``).
     :ivar early_index: ``(scheme, host, script, path) -> (key, query_string)`` of views
         that may be answered early; bounded, cleared when full.
+    :ivar origin: ``environ -> "scheme://host[:port]<script root>"`` (or None for an
+        unusable host): the part of every ``@cached`` key that keeps hosts apart.
     """
 
     extension: FlaskCachePlug
@@ -67,10 +76,14 @@ class FlaskPlugState:
     policy: HttpCachePolicy
     early_hits: bool = True
     early_index: dict[tuple[Any, ...], tuple[str, bool]] = field(default_factory=dict)
+    origin: OriginKeys = field(init=False, repr=False)
     started: bool = False
     closed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _policies: dict[float | None, HttpCachePolicy] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.origin = OriginKeys(self.policy)
 
     def start(self) -> CachePlug:
         """Start the runtime once (load state, start the worker) and register the atexit
@@ -101,13 +114,22 @@ class FlaskPlugState:
         return policy
 
     def remember_early(self, environ: dict[str, Any], key: str, with_query: bool) -> None:
-        """Record that this request's URL is answered by a view cached under ``key``."""
+        """Record that this request's URL is answered by a view cached under ``key``.
+
+        Only when the view saw the scheme, host, script root and path the WSGI layer saw:
+        a middleware inside ``app.wsgi_app`` that rewrites them (``ProxyFix`` applied
+        before ``init_app``) makes the early slot say nothing about the key, so such
+        requests are answered in the view.
+        """
         if not self.early_hits:
+            return
+        slot = environ.get(EARLY_SLOT)
+        if slot is None or slot != early_slot(environ):
             return
         index = self.early_index
         if len(index) >= _EARLY_INDEX_MAX:
             index.clear()
-        index[early_slot(environ)] = (key, with_query)
+        index[slot] = (key, with_query)
 
 
 class FlaskCachePlug:
@@ -160,7 +182,9 @@ class FlaskCachePlug:
         """Check the app's ``CACHEPLUG_*`` config, build its runtime and register it.
 
         Registers ``app.extensions["cacheplug"]``, wraps ``app.wsgi_app`` (request
-        scope, early hits, response stores) and adds the ``flask cacheplug`` commands.
+        scope, early hits, response stores, and the opt-in dashboard and ``/metrics``
+        routes of ``CACHEPLUG_DASHBOARD`` / ``CACHEPLUG_METRICS``) and adds the
+        ``flask cacheplug`` commands.
         The runtime starts on first use (see the module docstring), or call
         :meth:`start`. The state secret defaults to the app's ``SECRET_KEY``.
 
@@ -172,6 +196,7 @@ class FlaskCachePlug:
             raise RuntimeError(
                 f"cacheplug is already initialised on app {app.name!r}; call init_app once per app"
             )
+        observability = observability_from_config(app.config)
         runtime = self._build_runtime(app)
         policy = app.config.get("CACHEPLUG_HTTP_POLICY", self._http_policy)
         if policy is None:
@@ -186,8 +211,10 @@ class FlaskCachePlug:
             raise ConfigurationError(f"CACHEPLUG_EARLY_HITS must be True or False, got {early!r}")
         state = FlaskPlugState(self, runtime, policy, early_hits=early)
         app.extensions[EXTENSION_KEY] = state
-        app.wsgi_app = CachePlugWSGI(app.wsgi_app, state)  # type: ignore[method-assign]
-        request_finished.connect(keep_final_response, app, weak=False)
+        wsgi = CachePlugWSGI(app.wsgi_app, state)
+        if observability.prefixes:
+            wsgi.mount(observability.prefixes, observability.wrap(runtime, wsgi))
+        app.wsgi_app = wsgi  # type: ignore[method-assign]
         from .cli import cacheplug_cli
 
         app.cli.add_command(cacheplug_cli)
