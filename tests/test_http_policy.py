@@ -709,3 +709,41 @@ def test_fuzz_policy_pipeline_never_raises(
         found.respond(req, NOW + offset, asgi=True)
         found.respond(req, NOW + offset, head=True)
     variants_ttl(variants, NOW)
+
+
+def test_store_decision_memo_keeps_per_response_values_apart():
+    """One header shape, decided from the memo, still honours each response's own values."""
+    policy = HttpCachePolicy(clock=lambda: NOW, max_body_bytes=10)
+    shape = [("content-type", "text/plain"), ("cache-control", "max-age=60")]
+    first = decide(shape, policy=policy)
+    assert first.store
+    assert first.etag is None
+    assert decide(shape, policy=policy) is first  # the memo answered
+    assert decide([*shape, ("etag", '"a"')], policy=policy).etag == '"a"'
+    assert decide([*shape, ("etag", '"b"')], policy=policy).etag == '"b"'
+    assert decide(shape, policy=policy).etag is None  # the ETag did not leak into the memo
+    assert decide([*shape, ("content-length", "5")], policy=policy).store
+    too_big = decide([*shape, ("content-length", "11")], policy=policy)
+    assert (too_big.store, too_big.reason) == (False, "body larger than max_body_bytes")
+    assert not decide([*shape, ("content-length", "x")], policy=policy).store
+    authed = {**REQ, "authorization": "Bearer t"}
+    assert not decide(shape, request=authed, policy=policy).store
+    assert decide(shape, policy=policy).store  # the refusal is keyed on the request flag
+    assert not decide([*shape, ("set-cookie", "a=1")], policy=policy).store
+    assert decide([*shape, ("date", "Tue, 14 Nov 2023 22:13:20 GMT")], policy=policy).store
+    assert decide([*shape, ("age", "10")], policy=policy).initial_age == 10
+    assert decide(shape, policy=policy).initial_age == 0
+    plain = [("content-type", "text/plain")]  # no explicit freshness: status decides
+    assert decide(plain, policy=policy).store
+    assert decide(plain, status=500, policy=policy).store is False  # status is in the key
+
+
+def test_cached_response_fields_pickle_and_equality():
+    entry = store([*OK_HEADERS, ("vary", "accept-language")])
+    copy = pickle.loads(pickle.dumps(entry))
+    assert copy == entry
+    assert copy is not entry
+    assert copy.raw_headers == tuple((n.encode(), v.encode()) for n, v in entry.headers)
+    assert [n for n, _ in copy.not_modified] == ["cache-control", "vary", "etag"]
+    assert copy != store([*OK_HEADERS, ("vary", "accept-language")], body=b"other")
+    assert "CachedResponse(status=200" in repr(copy)

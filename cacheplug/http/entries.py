@@ -3,41 +3,112 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from .decisions import RequestDecision
 from .directives import CacheControl
-from .etag import if_none_match_matches
+from .etag import if_none_match_matches, not_modified_headers
 from .headers import X_CACHE, X_CACHE_HIT, Headers, RawHeaders, encode_asgi_headers
 
 __all__ = ("BodyBuffer", "CachedResponse", "add_variant", "variants_ttl")
 
 
-@dataclass(frozen=True, slots=True)
+_FIELDS = (
+    "status",
+    "headers",
+    "body",
+    "etag",
+    "stored_at",
+    "ttl",
+    "expires_at",
+    "initial_age",
+    "vary_names",
+    "vary_values",
+    "cache_control",
+    "swr",
+    "sie",
+    "tags",
+    "raw_headers",
+)
+
+
 class CachedResponse:
-    """One stored variant, as adapters keep it in the cache (picklable, immutable).
+    """One stored variant, as adapters keep it in the cache (picklable; read-only).
 
     Build it with :meth:`HttpCachePolicy.make_entry`. ``headers`` exclude hop-by-hop
-    fields, ``Age`` and ``X-Cache``, and include ``ETag``. Times are epoch seconds from
-    the policy clock (wall time, so entries survive a restart with their age intact).
+    fields, ``Age`` and ``X-Cache``, and include ``ETag``; ``raw_headers`` are the same
+    pairs as ASGI bytes (encoded from ``headers`` when not given). Times are epoch
+    seconds from the policy clock (wall time, so entries survive a restart with their
+    age intact). Equality compares every field.
+
+    Entries are shared by every request that hits them: never assign to an attribute.
+    A plain ``__slots__`` class, not a frozen dataclass, because the miss path builds
+    one per stored page and a frozen ``__init__`` (one ``object.__setattr__`` per field)
+    cost more than all the rest of building the entry.
     """
 
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-    etag: str
-    stored_at: float
-    ttl: float
-    expires_at: float
-    initial_age: int
-    vary_names: tuple[str, ...]
-    vary_values: tuple[str | None, ...]
-    cache_control: CacheControl
-    swr: int | None = None
-    sie: int | None = None
-    tags: tuple[str, ...] = ()
-    raw_headers: tuple[tuple[bytes, bytes], ...] = ()
-    not_modified: tuple[tuple[str, str], ...] = ()
+    __slots__ = _FIELDS
+    __hash__ = None  # type: ignore[assignment]  # cache_control is a dict: never hashable
+
+    def __init__(
+        self,
+        status: int,
+        headers: tuple[tuple[str, str], ...],
+        body: bytes,
+        etag: str,
+        stored_at: float,
+        ttl: float,
+        expires_at: float,
+        initial_age: int,
+        vary_names: tuple[str, ...],
+        vary_values: tuple[str | None, ...],
+        cache_control: CacheControl,
+        swr: int | None = None,
+        sie: int | None = None,
+        tags: tuple[str, ...] = (),
+        raw_headers: tuple[tuple[bytes, bytes], ...] | None = None,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.etag = etag
+        self.stored_at = stored_at
+        self.ttl = ttl
+        self.expires_at = expires_at
+        self.initial_age = initial_age
+        self.vary_names = vary_names
+        self.vary_values = vary_values
+        self.cache_control = cache_control
+        self.swr = swr
+        self.sie = sie
+        self.tags = tags
+        self.raw_headers = (
+            tuple(encode_asgi_headers(headers)) if raw_headers is None else raw_headers
+        )
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in _FIELDS)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Positional, by the public class path: compact, and independent of __slots__.
+        return (CachedResponse, self._fields())
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not CachedResponse:
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return (
+            f"CachedResponse(status={self.status!r}, etag={self.etag!r}, "
+            f"stored_at={self.stored_at!r}, expires_at={self.expires_at!r}, "
+            f"vary={dict(zip(self.vary_names, self.vary_values, strict=False))!r}, "
+            f"body=<{len(self.body)} bytes>)"
+        )
+
+    @property
+    def not_modified(self) -> tuple[tuple[str, str], ...]:
+        """The stored headers a 304 carries (:func:`not_modified_headers`), built on use."""
+        return tuple(not_modified_headers(self.headers))
 
     def age(self, now: float) -> int:
         """Whole seconds since the origin generated it (RFC 9111 §4.2.3, simplified)."""

@@ -31,8 +31,8 @@ from .directives import (
     parse_vary,
 )
 from .entries import CachedResponse
-from .etag import make_etag, not_modified_headers
-from .headers import X_CACHE, Headers, encode_asgi_headers
+from .etag import make_etag
+from .headers import X_CACHE, Headers, RawHeaders
 from .keys import _normalize_authority, _sorted_query, vary_key
 
 __all__ = ("HttpCachePolicy",)
@@ -102,6 +102,10 @@ class HttpCachePolicy:
     # Parsed response Cache-Control values, shared by the entries that carry them (fewer
     # objects per stored page for the GC to walk); treated as read-only everywhere.
     _cc_memo: dict[str, CacheControl] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    # Store decisions per response-header shape, see _store_memo_key; read-only values.
+    _store_memo: dict[tuple[object, ...], StoreDecision] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
     _never_stored: frozenset[str] = field(
@@ -331,26 +335,71 @@ class HttpCachePolicy:
                 age = value.strip(" \t")
             elif name in self.uncacheable_response_headers and blocked is None:
                 blocked = name
-        cc = self._response_cache_control(", ".join(cc_parts))
+        cc_value = ", ".join(cc_parts)
+        vary_value = ", ".join(vary_parts)
+        private = any(h in request_headers for h in self.private_request_headers)
+        if expires or age is not None:  # depend on the clock or are rare: no memo
+            decision = self._store_rules(
+                status, cc_value, vary_value, blocked, private, expires, date, now, age
+            )
+        else:
+            # Every input of _store_rules is in the key: the verdict of one header shape is
+            # the same for every response of that shape. Content-Length and ETag (which
+            # vary per response) are applied below, outside the memo.
+            memo_key = (status, cc_value, vary_value, blocked, private)
+            decision = self._store_memo.get(memo_key)  # type: ignore[assignment]
+            if decision is None:
+                decision = self._store_rules(
+                    status, cc_value, vary_value, blocked, private, (), None, None, None
+                )
+                if len(cc_value) + len(vary_value) <= 512:
+                    if len(self._store_memo) >= 256:
+                        self._store_memo.clear()
+                    self._store_memo[memo_key] = decision
+        if not decision.store:
+            return decision
+        if content_length is not None:
+            size = _delta_seconds(content_length)
+            if size is None:
+                return _refuse("malformed Content-Length", decision.cache_control)
+            if size > self.max_body_bytes:
+                return _refuse("body larger than max_body_bytes", decision.cache_control)
+        if etag:
+            d = decision
+            return StoreDecision(
+                True, d.reason, d.ttl, d.vary, d.swr, d.sie, etag, d.initial_age, d.cache_control
+            )
+        return decision
+
+    def _store_rules(
+        self,
+        status: int,
+        cc_value: str,
+        vary_value: str,
+        blocked: str | None,
+        private: bool,
+        expires: Sequence[str],
+        date: str | None,
+        now: float | None,
+        age: str | None,
+    ) -> StoreDecision:
+        """The header rules of :meth:`response_store_decision`, without Content-Length and
+        ETag; a pure function of its arguments (``now``/``date`` used only with Expires)."""
+        cc = self._response_cache_control(cc_value)
         for directive in ("no-store", "private", "no-cache"):
             if directive in cc:
                 return _refuse(f"response Cache-Control: {directive}", cc)
         if cc.malformed:
             return _refuse("malformed response Cache-Control", cc)
-        vary = parse_vary(", ".join(vary_parts))
+        vary = parse_vary(vary_value)
         if vary is None:
             return _refuse("malformed Vary", cc)
         if vary == ("*",):
             return _refuse("Vary: *", cc)
         if blocked is not None:
             return _refuse(f"response has {blocked}", cc)
-        if (
-            "public" not in cc
-            and "s-maxage" not in cc
-            and any(h in request_headers for h in self.private_request_headers)
-        ):
+        if private and "public" not in cc and "s-maxage" not in cc:
             return _refuse("request has Authorization and response is not public", cc)
-
         explicit = True
         if "s-maxage" in cc or "max-age" in cc:
             directive = "s-maxage" if "s-maxage" in cc else "max-age"
@@ -381,13 +430,6 @@ class HttpCachePolicy:
             return _refuse(f"status {status} needs explicit freshness", cc)
         if self.max_ttl is not None:
             lifetime = min(lifetime, self.max_ttl)
-
-        if content_length is not None:
-            size = _delta_seconds(content_length)
-            if size is None:
-                return _refuse("malformed Content-Length", cc)
-            if size > self.max_body_bytes:
-                return _refuse("body larger than max_body_bytes", cc)
         initial_age = (_delta_seconds(age) or 0) if age is not None else 0
         if lifetime - initial_age <= 0:
             return _refuse("already stale (Age >= freshness lifetime)", cc)
@@ -398,7 +440,6 @@ class HttpCachePolicy:
             vary=vary,
             swr=_delta_seconds(cc.get("stale-while-revalidate")),
             sie=_delta_seconds(cc.get("stale-if-error")),
-            etag=etag or None,
             initial_age=initial_age,
             cache_control=cc,
         )
@@ -438,44 +479,52 @@ class HttpCachePolicy:
             return None
         if now is None:
             now = self.clock()
-        pairs = [(n.lower(), v) for n, v in response_headers]
         drop: frozenset[str] | set[str] = self._never_stored
+        pairs = [(n.lower(), v) for n, v in response_headers]
         for name, value in pairs:
-            if name == "connection":
+            if name == "connection":  # rare: the fields it names are hop-by-hop too
                 drop = set(drop)
                 drop.update(t.strip(" \t").lower() for t in value.split(","))
         headers: Headers = []
-        has_length = False
+        raw: RawHeaders = []
+        length = None
         for name, value in pairs:
             if name in drop:
                 continue
             if name == "content-length":
-                if value.strip(" \t") != str(len(body)) or has_length:
+                if length is not None:
                     return None
-                has_length = True
+                length = value.strip(" \t")
             headers.append((name, value))
-        if not has_length and status != 204:
-            headers.append(("content-length", str(len(body))))
+            raw.append((name.encode("latin-1"), value.encode("latin-1")))
+        size = len(body)
+        if length is None:
+            if status != 204:
+                headers.append(("content-length", str(size)))
+                raw.append((b"content-length", b"%d" % size))
+        elif length != str(size):
+            return None
         etag = decision.etag
         if etag is None and 200 <= status < 300:
             etag = make_etag(body)
             headers.append(("etag", etag))
+            raw.append((b"etag", etag.encode("latin-1")))
         ttl = decision.ttl
+        vary = decision.vary
         return CachedResponse(
-            status=status,
-            headers=tuple(headers),
-            body=body,
-            etag=etag or "",
-            stored_at=now,
-            ttl=ttl,
-            expires_at=now + ttl - decision.initial_age,
-            initial_age=decision.initial_age,
-            vary_names=decision.vary,
-            vary_values=vary_key(decision.vary, request_headers),
-            cache_control=decision.cache_control,
-            swr=decision.swr,
-            sie=decision.sie,
-            tags=tuple(tags),
-            raw_headers=tuple(encode_asgi_headers(headers)),
-            not_modified=tuple(not_modified_headers(headers)),
+            status,
+            tuple(headers),
+            body,
+            etag or "",
+            now,
+            ttl,
+            now + ttl - decision.initial_age,
+            decision.initial_age,
+            vary,
+            vary_key(vary, request_headers) if vary else (),
+            decision.cache_control,
+            decision.swr,
+            decision.sie,
+            tuple(tags),
+            tuple(raw),
         )

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from cacheplug.context import request_context
 from cacheplug.http import (
+    X_CACHE_BYPASS,
+    X_CACHE_MISS,
     X_CACHE_STALE,
     BodyBuffer,
     CachedResponse,
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = ("ResponseRecorder",)
 
 logger = logging.getLogger("cacheplug.asgi")
+
+#: ``X-Cache`` pairs by :attr:`RequestDecision.x_cache`, encoded once.
+_X_CACHE = {value: (b"x-cache", value.encode()) for value in (X_CACHE_MISS, X_CACHE_BYPASS)}
 
 
 class ResponseRecorder:
@@ -126,7 +131,7 @@ class ResponseRecorder:
                 self._mw.cache.delete(self._key)
             extra = self._extra
         else:
-            extra = [*self._extra, (b"x-cache", decision.x_cache.encode())]
+            extra = [*self._extra, _X_CACHE[decision.x_cache]]
             if decision.store and not message.get("trailers"):
                 self._decide(status, raw)
         if not extra:
