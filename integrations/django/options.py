@@ -26,6 +26,13 @@ PLUG_OPTIONS: Final[Mapping[str, str]] = {
     "FSYNC": "fsync",
     "WAL_MAX_BYTES": "wal_max_bytes",
     "REDIS_URL": "redis_url",
+    "REDIS_PREFIX": "redis_prefix",
+    "WRITE_THROUGH": "write_through",
+    "REDIS_SOCKET_TIMEOUT": "redis_socket_timeout",
+    "REDIS_BREAKER_THRESHOLD": "redis_breaker_threshold",
+    "REDIS_BREAKER_RESET": "redis_breaker_reset",
+    "REDIS_LOCK_TTL": "redis_lock_ttl",
+    "REDIS_CLUSTER": "redis_cluster",
     "SWEEP_INTERVAL": "sweep_interval",
     "QUEUE_SIZE": "queue_size",
     "BATCH_SIZE": "batch_size",
@@ -63,7 +70,7 @@ def parse(
         the store).
     :param params: the ``CACHES`` entry (``OPTIONS`` is read from it).
     :param secret_key: the default signing secret (Django's ``SECRET_KEY``), used when
-        ``STATE_DIR`` is set and ``OPTIONS`` has no ``SECRET``.
+        ``STATE_DIR`` or ``REDIS_URL`` is set and ``OPTIONS`` has no ``SECRET``.
     :raises ImproperlyConfigured: an unknown option name, or a value of the wrong kind;
         the message names the option and lists the valid ones. Ranges are checked by
         ``CachePlug`` itself when the store is built.
@@ -89,8 +96,11 @@ def parse(
     }
     if plug.get("state_dir") is not None:
         plug["state_dir"] = str(plug["state_dir"])
-        if not plug.get("secret") and secret_key:
-            plug["secret"] = secret_key
+    # Saved state and values shared through Redis are both signed: SECRET_KEY is the
+    # default key for either, as the same settings run in every process.
+    signs = plug.get("state_dir") is not None or plug.get("redis_url") is not None
+    if signs and not plug.get("secret") and secret_key:
+        plug["secret"] = secret_key
     if eviction == "sieve":
         max_entries = options.get("MAX_ENTRIES", params.get("max_entries", 300))
         try:
