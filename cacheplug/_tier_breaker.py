@@ -27,6 +27,7 @@ class CircuitBreaker:
     :param reset_timeout: seconds an open breaker waits before letting a probe through.
     :param on_recover: called (outside the lock) when the breaker closes after being
         open: the tier flushes its local copies there.
+    :param on_open: called (outside the lock) when a closed breaker opens.
     :param timer: monotonic clock in seconds (inject a fake one in tests).
     :param name: a label for the log lines.
 
@@ -39,12 +40,14 @@ class CircuitBreaker:
         reset_timeout: float = 2.0,
         *,
         on_recover: Callable[[], None] | None = None,
+        on_open: Callable[[], None] | None = None,
         timer: Callable[[], float] = time.monotonic,
         name: str = "redis",
     ) -> None:
         self.threshold = threshold
         self.reset_timeout = reset_timeout
         self._on_recover = on_recover
+        self._on_open = on_open
         self._timer = timer
         self._name = name
         self._lock = threading.Lock()
@@ -112,6 +115,8 @@ class CircuitBreaker:
             else:
                 return
         if was == CLOSED:
+            if self._on_open is not None:
+                self._on_open()
             logger.warning(
                 "cacheplug %s: Redis unavailable (%s: %s); breaker open, serving from the "
                 "local tier only, retrying every %.1fs",

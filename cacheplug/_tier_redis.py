@@ -136,6 +136,10 @@ class RedisLink:
         self._on_message = on_message
         self._on_resubscribe = on_resubscribe
         self._errors = (redis.RedisError, OSError)
+        # Scripts are loaded before the first pipeline and again after any failure (Redis
+        # may have restarted empty): a pipeline that meets NoScriptError must be re-run
+        # whole, which publishes its invalidations twice.
+        self._scripts_ready = False
         self.client: Any = None
         self.subscriber: Subscriber | None = None
         self._warned_tampered = False
@@ -161,14 +165,14 @@ class RedisLink:
         try:
             self.client = self.connect()
         except self._errors as exc:  # cluster discovery connects at once
-            self.breaker.failure(exc)
+            self._failed(exc)
             self.client = None
         self.subscriber = Subscriber(
             self.connect,
             self.codec.channel,
             self._on_message,
             self._on_resubscribe,
-            self.breaker.failure,
+            self._failed,
             name=self.name,
         )
         self.subscriber.start()
@@ -201,9 +205,16 @@ class RedisLink:
             return client.eval(_SCRIPTS[name], len(keys), *keys, *args)
 
     def _load_scripts(self) -> None:
-        client = self._client()
+        pipe = self._client().pipeline(transaction=False)
         for src in _SCRIPTS.values():
-            client.script_load(src)
+            pipe.script_load(src)
+        pipe.execute()
+        self._scripts_ready = True
+
+    def _failed(self, exc: BaseException) -> None:
+        """A Redis call failed: tell the breaker; reload the scripts on the next write."""
+        self._scripts_ready = False
+        self.breaker.failure(exc)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -215,7 +226,7 @@ class RedisLink:
         try:
             reply = self._eval("GET", names, ())
         except self._errors as exc:
-            self.breaker.failure(exc)
+            self._failed(exc)
             return {}
         self.breaker.success()
         found = {}
@@ -266,7 +277,7 @@ class RedisLink:
                         commands.append(
                             ("evalsha", (_SHAS["SET"], 2, dk, lk, blob, ttl_ms, *tag_keys))
                         )
-                elif kind == "del":
+                elif kind == "del" or kind == "drop":
                     key = op[1]
                     commands.append(("delete", (codec.data_key(key), codec.lease_key(key))))
                     messages.append(("del", key))
@@ -291,7 +302,7 @@ class RedisLink:
         try:
             self._run(commands)
         except self._errors as exc:
-            self.breaker.failure(exc)
+            self._failed(exc)
             return False
         self.breaker.success()
         stats.sent_ops += len(ops)
@@ -301,6 +312,8 @@ class RedisLink:
     def _run(self, commands: list[tuple[str, tuple[Any, ...]]]) -> None:
         """Run ``commands`` in pipelines (split at namespace scans), in order."""
         client = self._client()
+        if not self._scripts_ready:
+            self._load_scripts()
         batch: list[tuple[str, tuple[Any, ...]]] = []
         for command in [*commands, ("@end", ())]:
             if command[0].startswith("@"):
@@ -324,7 +337,9 @@ class RedisLink:
             if attempt == 1 and any(
                 isinstance(e, self._redis.exceptions.NoScriptError) for e in errors
             ):
-                self._load_scripts()  # Redis restarted; the writes are idempotent, redo them
+                # Redis restarted unnoticed. Redo the whole batch: SET/DEL are idempotent,
+                # a second INCR only invalidates more, and the PUBLISH must follow the writes.
+                self._load_scripts()
                 continue
             if any(
                 isinstance(e, self._errors) and not isinstance(e, self._redis.ResponseError)
@@ -383,7 +398,7 @@ class RedisLink:
                 (token, math.ceil(lock_ttl * 1000), *tag_keys),
             )
         except self._errors as exc:
-            self.breaker.failure(exc)
+            self._failed(exc)
             return lease
         self.breaker.success()
         if kind == 2:
@@ -417,7 +432,7 @@ class RedisLink:
                 "STORE", [lease.data_key, lease.lease_key], (lease.token, blob, ttl_ms, lease.gens)
             )
         except self._errors as exc:
-            self.breaker.failure(exc)
+            self._failed(exc)
             return False
         self.breaker.success()
         return bool(stored)
@@ -429,7 +444,7 @@ class RedisLink:
         try:
             self._eval("RELEASE", [lease.lease_key], (lease.token,))
         except self._errors as exc:
-            self.breaker.failure(exc)
+            self._failed(exc)
 
 
 def _ttl_ms(expires_at: float | None, now: float) -> int:

@@ -59,6 +59,8 @@ class Subscriber:
         self.subscriptions = 0
         #: messages received (including our own, which the tier ignores)
         self.received = 0
+        #: connections lost or refused; messages may have been missed at each one
+        self.lost = 0
 
     def start(self) -> None:
         """Start the thread."""
@@ -93,6 +95,7 @@ class Subscriber:
                 if self._stop.is_set():
                     break
                 self._subscribed.clear()
+                self.lost += 1
                 self._on_error(exc)
                 logger.debug("cacheplug subscriber: %s; reconnecting in %.2fs", exc, backoff)
                 self._stop.wait(backoff)

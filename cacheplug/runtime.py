@@ -25,6 +25,7 @@ from cacheplug.bus import EventBus
 from cacheplug.cache import ShardedTTLCache
 from cacheplug.context import RequestContext, request_context
 from cacheplug.errors import ConfigurationError
+from cacheplug.freshness import ExceptionTypes
 from cacheplug.stats import CacheStats
 from cacheplug.worker import DeferredWorker, PeriodicTask, WorkerStats
 
@@ -297,20 +298,45 @@ class CachePlug:
         factory: Callable[[], Any],
         ttl: float | None = None,
         tags: Iterable[Hashable] = (),
+        *,
+        early_refresh: float | None = None,
+        stale_while_revalidate: float | None = None,
+        stale_if_error: float | None = None,
+        negative_ttl: float | None = None,
+        negative_exceptions: ExceptionTypes = (),
     ) -> Any:
         """Return the value for ``key``, computing it once with ``factory`` on a miss.
 
         Without a Redis tier this is :meth:`ShardedTTLCache.get_or_set` (single-flight
-        across threads). With one, the lookup goes local -> Redis -> a Redis lease, so
-        ``factory`` runs once across every process; the others wait for its value (a
-        crashed holder blocks them at most ``redis_lock_ttl``). If a write or delete of
-        ``key`` races the factory, its value is returned but cached nowhere.
+        across threads) with every freshness option of ``docs/freshness.md``. With one,
+        the lookup goes local -> Redis -> a Redis lease, so ``factory`` runs once across
+        every process; the others wait for its value (a crashed holder blocks them at
+        most ``redis_lock_ttl``). If a write or delete of ``key`` races the factory, its
+        value is returned but cached nowhere. With the tier, ``negative_ttl`` applies
+        everywhere (a ``None`` result is shared through Redis for ``negative_ttl``),
+        ``negative_exceptions`` are cached in the process that raised them only, and
+        the background-refresh options are refused (see ``docs/redis.md``).
 
-        :raises Exception: whatever ``factory`` raised (nothing is cached).
+        :raises ConfigurationError: for an invalid freshness option, or for
+            ``early_refresh``, ``stale_while_revalidate`` or ``stale_if_error`` when
+            ``redis_url`` is set.
+        :raises Exception: whatever ``factory`` raised (nothing is cached, unless it is
+            one of ``negative_exceptions``).
         """
         if self._tier is not None:
-            return self._tier.get_or_set(key, factory, ttl, tags)
-        return self.cache.get_or_set(key, factory, ttl, tags)
+            _refuse_refresh_options(early_refresh, stale_while_revalidate, stale_if_error)
+            return self._tier.get_or_set(key, factory, ttl, tags, negative_ttl, negative_exceptions)
+        return self.cache.get_or_set(
+            key,
+            factory,
+            ttl,
+            tags,
+            early_refresh=early_refresh,
+            stale_while_revalidate=stale_while_revalidate,
+            stale_if_error=stale_if_error,
+            negative_ttl=negative_ttl,
+            negative_exceptions=negative_exceptions,
+        )
 
     async def aget_or_set(
         self,
@@ -318,11 +344,33 @@ class CachePlug:
         factory: Callable[[], Any],
         ttl: float | None = None,
         tags: Iterable[Hashable] = (),
+        *,
+        early_refresh: float | None = None,
+        stale_while_revalidate: float | None = None,
+        stale_if_error: float | None = None,
+        negative_ttl: float | None = None,
+        negative_exceptions: ExceptionTypes = (),
     ) -> Any:
-        """The asyncio form of :meth:`get_or_set`; ``factory`` returns an awaitable."""
+        """The asyncio form of :meth:`get_or_set`; ``factory`` returns an awaitable.
+
+        :raises ConfigurationError: as :meth:`get_or_set`.
+        """
         if self._tier is not None:
-            return await self._tier.aget_or_set(key, factory, ttl, tags)
-        return await self.cache.aget_or_set(key, factory, ttl, tags)
+            _refuse_refresh_options(early_refresh, stale_while_revalidate, stale_if_error)
+            return await self._tier.aget_or_set(
+                key, factory, ttl, tags, negative_ttl, negative_exceptions
+            )
+        return await self.cache.aget_or_set(
+            key,
+            factory,
+            ttl,
+            tags,
+            early_refresh=early_refresh,
+            stale_while_revalidate=stale_while_revalidate,
+            stale_if_error=stale_if_error,
+            negative_ttl=negative_ttl,
+            negative_exceptions=negative_exceptions,
+        )
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "started" if self._started else "new"
@@ -522,6 +570,29 @@ class CachePlug:
 
 
 _LOGGED: Final = frozenset(("set", "touch", "delete", "invalidate_tags", "clear"))
+
+
+def _refuse_refresh_options(
+    early_refresh: float | None, stale_while_revalidate: float | None, stale_if_error: float | None
+) -> None:
+    """The Redis tier's get_or_set runs no background refreshes: say so, naming the options."""
+    given = [
+        name
+        for name, value in (
+            ("early_refresh", early_refresh),
+            ("stale_while_revalidate", stale_while_revalidate),
+            ("stale_if_error", stale_if_error),
+        )
+        if value is not None
+    ]
+    if given:
+        raise ConfigurationError(
+            f"{', '.join(given)} not supported by CachePlug.get_or_set when redis_url is set: "
+            "background refreshes and stale copies are per process and would bypass the "
+            "Redis lease (distributed single-flight). Supported across processes: ttl, "
+            "tags, negative_ttl, negative_exceptions. For a per-process load with these "
+            "options, call plug.cache.get_or_set(...) (see docs/redis.md)"
+        )
 
 
 def _validate(config: dict[str, Any]) -> None:

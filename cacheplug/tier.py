@@ -39,6 +39,7 @@ from cacheplug._tier_codec import TamperedValueError, TierCodec
 from cacheplug._tier_redis import NONE as _NONE
 from cacheplug._tier_redis import RedisLink, TierStats
 from cacheplug.cache import ShardedTTLCache
+from cacheplug.freshness import CachedError, ExceptionTypes
 
 __all__ = ("RedisTier", "TierStats")
 
@@ -48,6 +49,8 @@ T = TypeVar("T")
 _MISSING: Any = object()
 _STRIPES = 256  # fill guards: one epoch per stripe of keys, one for tags/clear/patterns
 _MAX_MISSED = 10_000  # keys remembered while Redis is down; beyond that, flush the namespace
+#: per-key ops; "drop" is a delete everywhere but here (a local CachedError was stored)
+_KEY_OPS = frozenset(("set", "del", "touch", "drop"))
 
 # Context-local, so a flag set in one thread or asyncio task never affects another.
 #: set while applying a remote invalidation or a fill: the listener must not publish it
@@ -101,8 +104,13 @@ class RedisTier:
         self.name = name
         self.origin = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.breaker = CircuitBreaker(
-            breaker_threshold, breaker_reset, on_recover=self._on_recover, name=name
+            breaker_threshold,
+            breaker_reset,
+            on_recover=self._on_recover,
+            on_open=self._on_open,
+            name=name,
         )
+        self._lost_mark = -1  # subscriber.lost when the breaker opened (-1: unknown)
         self.link = RedisLink(
             url,
             self.codec,
@@ -162,7 +170,13 @@ class RedisTier:
         if event == "evict" or event == "expire" or _remote.get():
             return  # local decisions, or a change that came from Redis
         if event == "set":
-            op: tuple[Any, ...] = ("set", key, value, expires_at, tags)
+            if value.__class__ is CachedError:
+                # A negatively cached exception stays in this process (it is a pickled
+                # exception, and "not found" may differ per caller); the others only
+                # drop what they hold for the key.
+                op: tuple[Any, ...] = ("drop", key)
+            else:
+                op = ("set", key, value, expires_at, tags)
         elif event == "delete":
             op = ("del", key)
         elif event == "touch":
@@ -182,7 +196,7 @@ class RedisTier:
     def enqueue(self, op: tuple[Any, ...]) -> None:
         """Register ``op`` as pending (fills must not race it) and send it."""
         with self._buffer_lock:
-            if op[0] in ("set", "del", "touch"):
+            if op[0] in _KEY_OPS:
                 key = op[1]
                 self._pending[key] = self._pending.get(key, 0) + 1
                 self._bump(key)
@@ -218,7 +232,7 @@ class RedisTier:
         redelete = []
         with self._buffer_lock:
             for op in ops:
-                if op[0] in ("set", "del", "touch"):
+                if op[0] in _KEY_OPS:
                     key = op[1]
                     left = self._pending.get(key, 1) - 1
                     if left:
@@ -245,7 +259,7 @@ class RedisTier:
         stats = self.stats_counters
         stats.dropped += len(ops)
         for op in ops:
-            if op[0] in ("set", "del", "touch"):
+            if op[0] in _KEY_OPS:
                 self._missed_keys.add(op[1])
             elif op[0] == "tags":
                 self._missed_tags.update(op[1])
@@ -257,10 +271,23 @@ class RedisTier:
 
     # -- recovery -----------------------------------------------------------------------
 
+    def _on_open(self) -> None:
+        sub = self.link.subscriber
+        self._lost_mark = sub.lost if sub is not None and sub.subscribed else -1
+
     def _on_recover(self) -> None:
-        """The breaker closed: our copies may be stale, and Redis missed our writes."""
+        """The breaker closed: Redis missed our writes, and our copies may be stale.
+
+        The copies are stale only if invalidations were missed, that is if the
+        subscriber lost its connection. When it stayed subscribed through the whole
+        outage (Redis was slow, not gone: commands timed out under load), every
+        invalidation was applied and flushing would only cause a stampede. A loss the
+        subscriber has not noticed yet ends in a re-subscription, which flushes then.
+        """
         self.stats_counters.recoveries += 1
-        self._flush_local()
+        sub = self.link.subscriber
+        if sub is None or not sub.subscribed or sub.lost != self._lost_mark:
+            self._flush_local()
         self._submit(self._replay_missed)
 
     def _replay_missed(self) -> None:
@@ -318,6 +345,14 @@ class RedisTier:
 
     # -- L2 reads -----------------------------------------------------------------------
 
+    def _unsent(self, key: Hashable) -> bool:
+        """Whether a local write, delete, tag or clear that covers ``key`` is not in Redis yet.
+
+        Redis still holds what it replaces, so reading it would undo, in this very
+        process, a delete that already returned (the next get must miss).
+        """
+        return bool(self._pending_global) or key in self._pending
+
     def _bump(self, key: Hashable | None) -> None:
         index = _STRIPES if key is None else hash(key) % _STRIPES
         self._epochs[index] += 1
@@ -348,7 +383,7 @@ class RedisTier:
 
     def read(self, key: Hashable, default: Any) -> Any:
         """The miss hook: one round trip to Redis, then a guarded local fill."""
-        if _local_only.get() or not self.breaker.allow():
+        if _local_only.get() or not self.breaker.allow() or self._unsent(key):
             return default
         guard = self._guard(key)
         found = self.link.get_many([key], self.stats_counters)
@@ -372,6 +407,7 @@ class RedisTier:
                     found[key] = value
         finally:
             _local_only.reset(token)
+        missed = [key for key in missed if not self._unsent(key)]
         if not missed or not self.breaker.allow():
             return found
         guards = [self._guard(key) for key in missed]
@@ -391,16 +427,24 @@ class RedisTier:
         factory: Callable[[], T],
         ttl: float | None = None,
         tags: Iterable[Hashable] = (),
+        negative_ttl: float | None = None,
+        negative_exceptions: ExceptionTypes = (),
     ) -> T:
         """Return the value for ``key``; on a miss everywhere, run ``factory`` once across
-        every process and thread, under a Redis lease (see :meth:`CachePlug.get_or_set`)."""
+        every process and thread, under a Redis lease (see :meth:`CachePlug.get_or_set`).
+
+        A ``None`` result is stored in Redis for ``negative_ttl`` when it is set; an
+        exception in ``negative_exceptions`` is cached in this process only.
+        """
         value = self.cache.get(key, _MISSING)
         if value is not _MISSING:
-            return value
+            return _unwrap(value) if negative_exceptions else value
         tags = tuple(tags)
 
         def load() -> T:
             value, stored = _MISSING, True
+            if self._unsent(key):
+                self.flush()  # Redis must see our delete before we read or lease the key
             lease = self.link.acquire(key, tags, self.lock_ttl)
             while lease.waiting:
                 self.stats_counters.lock_waits += 1
@@ -416,14 +460,22 @@ class RedisTier:
                 except BaseException:
                     self.link.release(lease)
                     raise
-                stored = self.link.store(lease, value, self._redis_ttl(ttl))
+                ttl_ms = self._redis_ttl(_ttl_for(value, ttl, negative_ttl))
+                stored = self.link.store(lease, value, ttl_ms)
             if not stored:  # a delete raced us: return the value, cache it nowhere
                 self.stats_counters.stale_sets_prevented += 1
                 self.cache.delete(key)  # marks our own in-flight load stale
             return value
 
         with _context(_remote, True), _context(_local_only, True):
-            return self.cache.get_or_set(key, load, ttl, tags)
+            return self.cache.get_or_set(
+                key,
+                load,
+                ttl,
+                tags,
+                negative_ttl=negative_ttl,
+                negative_exceptions=negative_exceptions,
+            )
 
     async def aget_or_set(
         self,
@@ -431,15 +483,19 @@ class RedisTier:
         factory: Callable[[], Awaitable[T]],
         ttl: float | None = None,
         tags: Iterable[Hashable] = (),
+        negative_ttl: float | None = None,
+        negative_exceptions: ExceptionTypes = (),
     ) -> T:
         """The asyncio form of :meth:`get_or_set`; Redis calls run in a thread."""
         value = self.cache.get(key, _MISSING)
         if value is not _MISSING:
-            return value
+            return _unwrap(value) if negative_exceptions else value
         tags = tuple(tags)
 
         async def load() -> T:
             value, stored = _MISSING, True
+            if self._unsent(key):
+                await asyncio.to_thread(self.flush)
             lease = await asyncio.to_thread(self.link.acquire, key, tags, self.lock_ttl)
             while lease.waiting:
                 self.stats_counters.lock_waits += 1
@@ -455,7 +511,7 @@ class RedisTier:
                 except BaseException:
                     await asyncio.to_thread(self.link.release, lease)
                     raise
-                ttl_ms = self._redis_ttl(ttl)
+                ttl_ms = self._redis_ttl(_ttl_for(value, ttl, negative_ttl))
                 stored = await asyncio.to_thread(self.link.store, lease, value, ttl_ms)
             if not stored:
                 self.stats_counters.stale_sets_prevented += 1
@@ -463,7 +519,14 @@ class RedisTier:
             return value
 
         with _context(_remote, True), _context(_local_only, True):
-            return await self.cache.aget_or_set(key, load, ttl, tags)
+            return await self.cache.aget_or_set(
+                key,
+                load,
+                ttl,
+                tags,
+                negative_ttl=negative_ttl,
+                negative_exceptions=negative_exceptions,
+            )
 
     def _redis_ttl(self, ttl: float | None) -> int:
         """Milliseconds for Redis (0: no expiry; -1: already expired, store nothing)."""
@@ -474,6 +537,18 @@ class RedisTier:
 
     def __repr__(self) -> str:
         return f"<RedisTier {self.codec.prefix!r} breaker={self.breaker.state}>"
+
+
+def _ttl_for(value: Any, ttl: float | None, negative_ttl: float | None) -> float | None:
+    """The TTL a factory's result gets: ``negative_ttl`` for ``None`` when it is set."""
+    return negative_ttl if value is None and negative_ttl is not None else ttl
+
+
+def _unwrap(value: Any) -> Any:
+    """A local hit as ``get_or_set`` returns it: a cached "not found" is raised again."""
+    if value.__class__ is CachedError:
+        raise value.fresh_error()
+    return value
 
 
 class _context:

@@ -2,9 +2,12 @@
 
 Usage (see docs/deploy.md)::
 
-    python scripts/check_coherence.py --read http://127.0.0.1:8000/api/products/1 \\
-        --write http://127.0.0.1:8000/api/products/1 --method PUT \\
-        --body '{"price": "{n}"}' --rounds 20
+    python scripts/check_coherence.py --read http://127.0.0.1:8000/items/1 \\
+        --write http://127.0.0.1:8000/items/1 --method PUT \\
+        --body '{"price": {n}}' --workers 2 --rounds 20
+
+against ``uvicorn tests.tier_coherence_app:app --workers 2`` (the app must keep its data
+where every worker sees it; a dict per process makes every check fail).
 
 Each round: read the URL many times until several workers have answered (a worker is
 told apart by ``--worker-header``, default ``X-Worker-Pid``; without it every response

@@ -262,3 +262,51 @@ def test_state_saved_signal_is_sent_on_close(tmp_path):
     finally:
         signals.state_saved.disconnect(on_saved)
     assert saved == [1]
+
+
+# -- get_or_set forwards the freshness options (no Redis tier) -------------------------------
+
+
+def test_get_or_set_forwards_freshness_options(timer):
+    with CachePlug(timer=timer, sweep_interval=0) as plug:
+        assert plug.get_or_set("k", lambda: 1, ttl=10, stale_while_revalidate=30) == 1
+        timer.advance(11)
+        # Expired but inside the window: the old value now, the refresh on the worker.
+        assert plug.get_or_set("k", lambda: 2, ttl=10, stale_while_revalidate=30) == 1
+        plug.worker.flush(5)
+        assert plug.cache.get("k") == 2
+        assert plug.cache.freshness_stats().stale_served == 1
+
+        assert plug.get_or_set("none", lambda: None, ttl=100, negative_ttl=5) is None
+        assert plug.cache.get_entry("none").expires_at == timer() + 5
+
+        calls = []
+
+        def missing():
+            calls.append(1)
+            raise LookupError("no row 7")
+
+        for _ in range(2):
+            with pytest.raises(LookupError, match="no row 7"):
+                plug.get_or_set("row:7", missing, negative_ttl=5, negative_exceptions=LookupError)
+        assert calls == [1]
+        with pytest.raises(ConfigurationError, match="negative_ttl"):
+            plug.get_or_set("x", missing, negative_exceptions=LookupError)
+
+
+async def test_aget_or_set_forwards_freshness_options(timer):
+    async with CachePlug(timer=timer, sweep_interval=0) as plug:
+        calls = []
+
+        async def missing():
+            calls.append(1)
+            raise KeyError("gone")
+
+        for _ in range(2):
+            with pytest.raises(KeyError):
+                await plug.aget_or_set("k", missing, negative_ttl=5, negative_exceptions=KeyError)
+        assert calls == [1]
+        timer.advance(6)
+        with pytest.raises(KeyError):
+            await plug.aget_or_set("k", missing, negative_ttl=5, negative_exceptions=KeyError)
+        assert calls == [1, 1]

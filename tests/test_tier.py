@@ -237,3 +237,29 @@ def _eventually(condition, timeout: float = 5.0) -> bool:
             return False
         time.sleep(0.005)
     return True
+
+
+@pytest.mark.redis
+def test_a_delete_not_yet_in_redis_is_not_undone_by_an_l2_read(pair):
+    """delete() returns before the worker tells Redis; until then the process must not
+    read the old value back from Redis (get, get_many, get_or_set)."""
+    import threading
+
+    a = pair()
+    a.cache.set("k", "old")
+    a.cache.set("j", "old-j")
+    sync(a)
+    gate = threading.Event()
+    a.worker.submit(lambda: gate.wait(10))  # hold the worker: the deletes stay unsent
+    try:
+        a.cache.delete("k")
+        assert a.cache.get("k") is None
+        assert a.cache.get_many(["k"]) == {}
+        a.cache.clear()
+        assert a.cache.get("j") is None
+        assert a.get_or_set("k", lambda: "new") == "new"  # pushed the delete first
+    finally:
+        gate.set()
+    sync(a)
+    assert a.cache.get("k") == "new"
+    assert a.cache.get("j") is None

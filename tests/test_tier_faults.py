@@ -43,7 +43,12 @@ def test_redis_killed_then_restarted(own_redis):
     try:
         a.cache.set("k1", "v1")
         a.worker.flush(5)
+        # A's overwrite is broadcast as "drop k1"; pub/sub delivery is asynchronous, so
+        # wait until B applied it, or it could drop the copy B is about to read.
+        assert wait_for(lambda: b.stats().tier.applied >= a.stats().tier.published >= 1)
         assert b.cache.get("k1") == "v1"  # L2 -> now local in B
+        assert "k1" in b.cache  # held locally (``in`` never reads Redis)
+        assert b.stats().tier.local_flushes == 0
         own_redis.kill()
 
         # Redis is gone: nothing raises, local hits keep serving, misses are misses.
@@ -108,3 +113,53 @@ def test_start_with_redis_down_serves_locally_and_connects_later(own_redis):
             other.close()
     finally:
         plug.close()
+
+
+def test_slow_redis_opens_breaker_without_flushing_local_tier(own_redis):
+    """Redis stalls (``CLIENT PAUSE``): commands time out and the breaker opens, but the
+    subscriber stays connected, so no invalidation was missed and recovery keeps the
+    local copies (a flush would only stampede the database). A lost subscription still
+    flushes: see test_redis_killed_then_restarted."""
+    import redis
+
+    a, b = make(own_redis.url, "a"), make(own_redis.url, "b")
+    control = redis.Redis.from_url(own_redis.url)
+    try:
+        b.cache.set("k", "local")
+        b.worker.flush(5)
+        control.execute_command("CLIENT", "PAUSE", 1000, "ALL")
+        assert wait_for(lambda: b.tier.breaker.state != "closed", step=lambda: b.cache.get("x"))
+        assert b.cache.get("k") == "local"  # served locally while Redis stalls
+        assert wait_for(lambda: b.tier.breaker.state == "closed", step=lambda: b.cache.get("x"))
+        stats = b.stats().tier
+        assert stats.breaker_opened >= 1
+        assert stats.recoveries >= 1
+        assert stats.subscriptions == 1  # never lost the channel
+        assert stats.subscribed
+        assert stats.local_flushes == 0
+        assert "k" in b.cache
+        # Still coherent: a delete elsewhere reaches the kept copy.
+        a.cache.delete("k")
+        a.worker.flush(5)
+        assert wait_for(lambda: "k" not in b.cache, timeout=5)
+    finally:
+        control.close()
+        a.close()
+        b.close()
+
+
+def test_first_write_to_a_fresh_redis_is_published_once(own_redis):
+    """A fresh (or restarted) Redis has no scripts loaded. The tier loads them before
+    writing rather than re-running a failed pipeline, which would publish twice."""
+    a, b = make(own_redis.url, "a"), make(own_redis.url, "b")
+    try:
+        for n, key in enumerate(("k1", "k2"), 1):
+            a.cache.set(key, n)
+            a.worker.flush(5)
+            assert wait_for(lambda n=n: b.stats().tier.applied >= n)
+        # Messages from one connection arrive in order: k2's came after all of k1's.
+        assert b.tier.link.subscriber.received == 2
+        assert b.cache.get("k1") == 1
+    finally:
+        a.close()
+        b.close()
