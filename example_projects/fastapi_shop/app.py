@@ -54,7 +54,13 @@ if not log.handlers:  # importing twice must not print every line twice
     log.setLevel(logging.INFO)
     log.propagate = False
 
-plug = CachePlug(ttl=300, state_dir=os.environ.get("CACHEPLUG_STATE_DIR") or None, name="shop")
+plug = CachePlug(
+    ttl=300,
+    state_dir=os.environ.get("CACHEPLUG_STATE_DIR") or None,
+    # Several workers: the Redis tier keeps their caches coherent (docs/deploy.md).
+    redis_url=os.environ.get("CACHEPLUG_REDIS_URL") or None,
+    name="shop",
+)
 
 #: The "database", with a counter of lookups so the effect of caching shows.
 PRODUCTS: dict[int, dict[str, Any]] = {
