@@ -27,20 +27,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start(state_dir: Path, port: int) -> subprocess.Popen[str]:
+def _start(state_dir: Path, port: int, **extra_env: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CACHEPLUG_")}
     env["SHOP_LOOKUP_DELAY"] = "0.01"
+    env.update(extra_env)
+    command = [sys.executable, "-m", "cacheplug.cli", "demo", "--port", str(port)]
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cacheplug.cli",
-            "demo",
-            "--port",
-            str(port),
-            "--state-dir",
-            str(state_dir),
-        ],
+        [*command, "--state-dir", str(state_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -106,24 +99,7 @@ def test_demo_secret_is_created_once_with_mode_0600(tmp_path: Path) -> None:
 
 def test_demo_keeps_a_secret_the_user_set(tmp_path: Path) -> None:
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CACHEPLUG_")}
-    env["CACHEPLUG_SECRET"] = "operator-chosen-secret"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cacheplug.cli",
-            "demo",
-            "--port",
-            str(port),
-            "--state-dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    proc = _start(tmp_path, port, CACHEPLUG_SECRET="operator-chosen-secret")
     try:
         _get(f"http://127.0.0.1:{port}/products", time.monotonic() + 30)
     finally:
