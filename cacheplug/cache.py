@@ -371,6 +371,18 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
             raise UnhashableKeyError(key) from None
         return item is not None and self._alive(item, self._timer())
 
+    def holds(self, key: Hashable) -> bool:
+        """True if an entry for ``key`` is still stored, live or expired-but-not-removed.
+
+        Adapters that mirror a backend whose ``delete`` reports expired entries as
+        deleted (Django's LocMemCache, cachelib's SimpleCache) need this; every read
+        treats an expired entry as absent. Lock-free, touches no counter.
+        """
+        try:
+            return key in self._data
+        except TypeError:
+            raise UnhashableKeyError(key) from None
+
     def __getitem__(self, key: Hashable) -> Any:
         value = self.get(key, _MISSING)
         if value is _MISSING:

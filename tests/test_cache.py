@@ -655,3 +655,15 @@ async def test_async_waiter_joins_a_flight_led_by_a_thread(cache):
     release.set()
     assert await asyncio.wait_for(waiter, 5) == "from-thread"
     thread.join(5)
+
+
+def test_holds_sees_an_expired_entry_until_it_is_removed(timer) -> None:
+    cache = ShardedTTLCache(maxsize=10, ttl=5, timer=timer)
+    cache.set("k", 1)
+    timer.advance(10)
+    assert "k" not in cache  # reads treat it as absent...
+    assert cache.holds("k")  # ...but it is still stored
+    cache.expire()
+    assert not cache.holds("k")
+    with pytest.raises(UnhashableKeyError):
+        cache.holds(["not", "hashable"])

@@ -155,13 +155,8 @@ class CachePlugCache(BaseCache):
         cache.delete_many(cache.keys()[: size // self._cull_frequency])
 
     def _forget_expired(self, made: str) -> None:
-        """Remove ``made`` if it is stored but expired, as LocMemCache's reads do.
-
-        ShardedTTLCache has no public "stored, live or not" test; ``_data`` is its key ->
-        entry dict, read without a lock exactly as its own ``get`` does. The rare path
-        (an expired entry) goes through the public ``delete``.
-        """
-        if made in self._cache._data:
+        """Remove ``made`` if it is stored but expired, as LocMemCache's reads do."""
+        if self._cache.holds(made):
             self._cache.delete(made)
 
     # -- reads ---------------------------------------------------------------------------
@@ -258,7 +253,7 @@ class CachePlugCache(BaseCache):
         """
         made = self._key(key, version)
         cache = self._cache
-        stored = made in cache._data  # see _forget_expired
+        stored = cache.holds(made)  # expired but not yet removed counts, as in LocMemCache
         return cache.delete(made) or stored
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:

@@ -110,7 +110,7 @@ class CachelibCache(BaseCache):
         or eviction drops it; once dropped, ``delete`` returns False.
         """
         full = self._key(key)
-        held = _holds(self.cache, full)
+        held = self.cache.holds(full)
         return self.cache.delete(full) or held
 
     def get_many(self, *keys: str) -> list[Any]:
@@ -198,17 +198,6 @@ class CachelibCache(BaseCache):
             f"<CachelibCache prefix={self.key_prefix!r} default_timeout={self.default_timeout} "
             f"{self.cache!r}>"
         )
-
-
-def _holds(cache: ShardedTTLCache, key: Hashable) -> bool:
-    """True if ``cache`` physically holds an entry for ``key``, even an expired one.
-
-    The core's public reads all treat an expired entry as absent; only its entry map
-    knows. Without that map (another cache type) this says False, and ``delete``
-    reports live entries only.
-    """
-    data = getattr(cache, "_data", None)
-    return data is not None and key in data
 
 
 def _to_seconds(timeout: object) -> int | float:
