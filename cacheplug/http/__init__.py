@@ -64,10 +64,12 @@ from .headers import Headers as Headers
 from .headers import RawHeaders as RawHeaders
 from .keys import vary_key
 from .policy import HttpCachePolicy
+from .revalidate import REFRESH_DROPPED_HEADERS, RefreshGuard, refresh_environ
 from .stale import select_stale, within_stale_if_error, within_stale_while_revalidate
 
 __all__ = (
     "DEFAULT_CACHEABLE_STATUSES",
+    "REFRESH_DROPPED_HEADERS",
     "REPLAYABLE_STATUSES",
     "X_CACHE",
     "X_CACHE_BYPASS",
@@ -78,6 +80,7 @@ __all__ = (
     "CacheControl",
     "CachedResponse",
     "HttpCachePolicy",
+    "RefreshGuard",
     "RequestDecision",
     "StoreDecision",
     "add_variant",
@@ -88,6 +91,7 @@ __all__ = (
     "not_modified_headers",
     "parse_cache_control",
     "parse_vary",
+    "refresh_environ",
     "request_header_map",
     "request_headers_from_asgi",
     "request_headers_from_environ",

@@ -6,7 +6,11 @@ This page cache decides with :mod:`cacheplug.http` instead: it never stores a re
 with ``Set-Cookie`` (Django keeps cookies apart from headers, so they are added back
 for the decision), honours ``private``/``no-store``/``no-cache``, keeps responses to
 requests with ``Authorization`` private unless ``public``/``s-maxage``, keys variants
-by ``Vary`` and answers ``If-None-Match`` with 304.
+by ``Vary`` and answers ``If-None-Match`` with 304. It honours RFC 5861 as the ASGI
+middleware does (see :meth:`PageCache.lookup`): a stale entry inside its
+``stale-while-revalidate`` window is served at once (``X-Cache: STALE``) and refreshed
+after the response went out, and one inside its ``stale-if-error`` window replaces a
+view that raises or answers 5xx.
 
 A hit is one dict lookup on the in-process store and no unpickling: the stored
 :class:`~cacheplug.http.CachedResponse` is immutable, so it is kept as it is, and the
@@ -30,31 +34,77 @@ options ``MAX_TTL``, ``MAX_BODY_BYTES``, ``MAX_VARIANTS``, ``CACHEABLE_STATUSES`
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import functools
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+import inspect
+import io
+import logging
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
 from typing import Any, Final
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.cache import caches
-from django.core.exceptions import DisallowedHost, ImproperlyConfigured
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.core.exceptions import (
+    BadRequest,
+    DisallowedHost,
+    ImproperlyConfigured,
+    PermissionDenied,
+    SuspiciousOperation,
+)
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.http.multipartparser import MultiPartParserError
 from django.utils.cache import patch_vary_headers
 
 from cacheplug.cache import ShardedTTLCache
 from cacheplug.http import (
     X_CACHE,
+    X_CACHE_STALE,
+    CachedResponse,
     HttpCachePolicy,
+    RefreshGuard,
     RequestDecision,
     add_variant,
+    refresh_environ,
     request_headers_from_environ,
+    select_stale,
     variants_ttl,
+    within_stale_if_error,
+    within_stale_while_revalidate,
 )
 
 __all__ = ("CacheMiddleware", "PageCache", "cache_response")
 
+logger = logging.getLogger("cacheplug.integrations.django")
+
+#: Produces the response to a request: the rest of the middleware chain, or the view
+#: (with its URL arguments bound). May return an awaitable (async chain or view).
+Produce = Callable[[HttpRequest], Any]
+
 _MISSING: Any = object()
 _STATE: Final = "_cacheplug_page"
+#: ``(store id, key)`` of the pages being refreshed in this process: one refresh per key.
+_REFRESHING: Final = RefreshGuard()
+#: What Django answers with a 4xx (``response_for_exception``): not an error under RFC
+#: 5861, so it never brings out a stale-if-error entry.
+_CLIENT_ERRORS: Final = (
+    Http404,
+    PermissionDenied,
+    BadRequest,
+    SuspiciousOperation,
+    MultiPartParserError,
+)
+#: Per-request values Django caches on the request; a refresh copy recomputes them.
+_DERIVED: Final = (
+    _STATE,
+    "headers",
+    "accepted_types",
+    "accepted_types_by_precedence",
+    "_body",
+    "_post",
+    "_files",
+)
 #: Settings keys -> HttpCachePolicy keyword.
 _POLICY_SETTINGS: Final = {
     "DEFAULT_TTL": "default_ttl",
@@ -123,6 +173,47 @@ def _build_response(status: int, headers: list[tuple[str, str]], body: bytes) ->
     return response
 
 
+def _release(response: HttpResponseBase) -> None:
+    """Run the closers of a response nobody will send (files, iterators).
+
+    Not ``response.close()``: that also sends ``request_finished``, and the request that
+    made this response (a refresh, or a 5xx replaced by a stale entry) is not over yet.
+    """
+    closers = response._resource_closers
+    for closer in closers:
+        try:
+            closer()
+        except Exception:
+            logger.debug("closing a discarded response failed", exc_info=True)
+    closers.clear()
+
+
+def _refresh_request(request: HttpRequest) -> HttpRequest:
+    """A copy of ``request`` for a refresh: a GET without conditional/cache-control headers.
+
+    A shallow copy rather than a new request: under :class:`CacheMiddleware` the original
+    never went down the chain (the stale response answered first), so it holds only what
+    the handler set; under :func:`cache_response` it carries what the middleware set
+    (``session``, ``user``), which the view expects. Values cached from ``META`` or the
+    body are dropped so the copy computes its own.
+    """
+    clone = copy.copy(request)
+    meta = refresh_environ(request.META)
+    clone.META = meta
+    if "environ" in clone.__dict__:  # WSGIRequest: environ and META are one dict
+        clone.environ = meta  # type: ignore[attr-defined]
+    clone.method = "GET"
+    for name in _DERIVED:
+        clone.__dict__.pop(name, None)
+    clone._stream = io.BytesIO()  # type: ignore[attr-defined]
+    clone._read_started = False  # type: ignore[attr-defined]
+    return clone
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
 class PageCache:
     """The engine behind :class:`CacheMiddleware` and :func:`cache_response`.
 
@@ -137,6 +228,8 @@ class PageCache:
         self.key_prefix = key_prefix
         self.policy = policy
         self._store: ShardedTTLCache | None = None
+        # Refreshes that had to finish as tasks on the event loop, referenced until done.
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> PageCache:
@@ -203,28 +296,107 @@ class PageCache:
         )
         return None if primary is None else f"cacheplug.page:{self.key_prefix}:{primary}"
 
-    def lookup(self, request: HttpRequest) -> HttpResponse | None:
+    def lookup(self, request: HttpRequest, refresh: Produce | None = None) -> HttpResponse | None:
         """Return the cached response for ``request`` (a 304 if it asked), or None.
 
-        On None, remembers what :meth:`store` needs on the request.
+        A fresh entry answers with ``X-Cache: HIT``. Given ``refresh``, a stale entry
+        inside its ``stale-while-revalidate`` window answers with ``X-Cache: STALE``, and
+        ``refresh(copy of request)`` runs from that response's ``close()``, after the
+        server sent it (at most one refresh per URL at a time in the process). On None,
+        remembers on the request what :meth:`save` and :meth:`recover` need, including
+        an entry inside its ``stale-if-error`` window.
+
+        :param refresh: produces a response to a request (the rest of the middleware
+            chain, or the view); it may return an awaitable. Without it, nothing is
+            served stale-while-revalidate.
         """
         headers = MetaHeaders(request.META)
         method = request.method or ""
         decision = self.policy.request_decision(method, headers)
         if not (decision.lookup or decision.store or decision.invalidate):
-            request.__dict__[_STATE] = (decision, None, headers)
+            request.__dict__[_STATE] = (decision, None, headers, None)
             return None
         key = self.key(request)
+        fallback = None
         if key is not None and decision.lookup:
-            now = self.policy.clock()
-            entry = self.policy.select(self.store.get(key), headers, decision, now)
+            policy = self.policy
+            now = policy.clock()
+            variants = self.store.get(key)
+            entry = policy.select(variants, headers, decision, now)
             if entry is not None:
                 return _build_response(*entry.respond(headers, now, head=method == "HEAD"))
-        request.__dict__[_STATE] = (decision, key, headers)
+            if variants is not None:  # only after select() said no: a hit costs nothing more
+                stale = select_stale(variants, headers, decision, now)
+                if stale is not None:
+                    if refresh is not None and within_stale_while_revalidate(stale, now):
+                        response = self._stale_response(request, stale, headers, now)
+                        # Django runs a response's closers from close(), which the server
+                        # calls once the body is out (WSGI: before request_finished closes
+                        # the database connections; ASGI: in a sync_to_async thread).
+                        response._resource_closers.append(
+                            functools.partial(self._refresh, request, key, refresh)
+                        )
+                        return response
+                    if within_stale_if_error(stale, now):
+                        fallback = stale
+        request.__dict__[_STATE] = (decision, key, headers, fallback)
         return None
 
+    def call(
+        self, request: HttpRequest, produce: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        """The miss path: ``produce(request, *args, **kwargs)``, then :meth:`save`.
+
+        If it raises, :meth:`recover` decides between the stale-if-error entry and the
+        exception. Call it after :meth:`lookup` returned None.
+        """
+        try:
+            response = produce(request, *args, **kwargs)
+        except Exception as exc:
+            stale = self.recover(request, exc)
+            if stale is None:
+                raise
+            return stale
+        return self.save(request, response)
+
+    async def acall(
+        self, request: HttpRequest, produce: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        """:meth:`call` for a ``produce`` that returns an awaitable."""
+        try:
+            response = await produce(request, *args, **kwargs)
+        except Exception as exc:
+            stale = self.recover(request, exc)
+            if stale is None:
+                raise
+            return stale
+        return self.save(request, response)
+
+    def recover(self, request: HttpRequest, exc: BaseException) -> HttpResponse | None:
+        """The stale-if-error response to send instead of raising ``exc``, or None.
+
+        Only when :meth:`lookup` found an entry inside its ``stale-if-error`` window, and
+        only for an exception Django would answer with a 5xx (not ``Http404``,
+        ``PermissionDenied``, ``BadRequest``, ``SuspiciousOperation``). Logs a warning
+        with the exception, which nothing else will report.
+        """
+        state = request.__dict__.get(_STATE)
+        if state is None or state[3] is None or isinstance(exc, _CLIENT_ERRORS):
+            return None
+        del request.__dict__[_STATE]
+        logger.warning(
+            "cacheplug: the view of %s raised; serving the stale entry (stale-if-error)",
+            request.path,
+            exc_info=exc,
+        )
+        return self._stale_response(request, state[3], state[2], self.policy.clock())
+
     def save(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
-        """Store ``response`` if the policy allows; add ``X-Cache`` and ``ETag``; return it."""
+        """Store ``response`` if the policy allows; add ``X-Cache`` and ``ETag``; return it.
+
+        A 5xx for a request whose :meth:`lookup` found a ``stale-if-error`` entry is
+        replaced by that entry (``X-Cache: STALE``), which is returned instead.
+        """
         state = request.__dict__.pop(_STATE, None)
         if state is None:
             return response
@@ -236,6 +408,14 @@ class PageCache:
             if key is not None and status < 400:
                 self.store.delete(key)  # RFC 9111 §4.4: an unsafe method invalidates
             return response
+        if status >= 500 and state[3] is not None:
+            logger.warning(
+                "cacheplug: %s answered %d; serving the stale entry (stale-if-error)",
+                request.path,
+                status,
+            )
+            _release(response)
+            return self._stale_response(request, state[3], headers, self.policy.clock())
         if X_CACHE not in response:
             response[X_CACHE] = decision.x_cache
         if not decision.store or key is None or response.streaming:
@@ -261,12 +441,107 @@ class PageCache:
         store.set(key, variants, variants_ttl(variants, now))
         return response
 
+    def _stale_response(
+        self, request: HttpRequest, entry: CachedResponse, headers: MetaHeaders, now: float
+    ) -> HttpResponse:
+        status, pairs, body = entry.respond(
+            headers, now, head=request.method == "HEAD", x_cache=X_CACHE_STALE
+        )
+        return _build_response(status, pairs, body)
+
+    # -- stale-while-revalidate ----------------------------------------------------------
+
+    def _refresh(self, request: HttpRequest, key: str, produce: Produce) -> None:
+        """Refresh ``key`` from a copy of ``request`` unless a refresh of it is running.
+
+        Runs from the stale response's ``close()``, in the thread that served it, and
+        never raises: a failed refresh stores nothing and the stale entry stays until
+        its window ends. The key is claimed here, not when the stale response was
+        built, so a response whose ``close()`` never comes (replaced by an outer
+        middleware) cannot block the key's refreshes for good; the freshness check
+        after the claim keeps a later stale response from refreshing a second time.
+        """
+        guard: Hashable = (id(self.store), key)
+        if not _REFRESHING.claim(guard):
+            return
+        handed_off = False
+        try:
+            clone = _refresh_request(request)
+            headers = MetaHeaders(clone.META)
+            decision = self.policy.request_decision("GET", headers)
+            if self.policy.select(self.store.get(key), headers, decision) is not None:
+                return  # an earlier request's refresh already stored a fresh copy
+            clone.__dict__[_STATE] = (decision, key, headers, None)
+            result = produce(clone)
+            if inspect.isawaitable(result):
+                handed_off = self._finish_async(result, clone, key, guard)
+            else:
+                self._store_refresh(clone, key, result)
+        except Exception:
+            logger.warning(
+                "cacheplug: refreshing the stale page %s failed; it is served stale until "
+                "its stale-while-revalidate window ends",
+                key,
+                exc_info=True,
+            )
+        finally:
+            if not handed_off:
+                _REFRESHING.release(guard)
+
+    def _finish_async(
+        self, awaitable: Awaitable[Any], clone: HttpRequest, key: str, guard: Hashable
+    ) -> bool:
+        """Finish an async refresh; True if a task now owns ``guard`` (and releases it)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            # The usual case: Django's ASGIHandler calls close() through sync_to_async, so
+            # this is a worker thread and async_to_sync runs the chain on the server's loop.
+            self._store_refresh(clone, key, async_to_sync(_awaited)(awaitable))
+            return False
+        # close() was called on the event loop itself, where async_to_sync cannot run:
+        # finish as a task, referenced until it is done.
+        task = loop.create_task(self._refresh_task(awaitable, clone, key, guard))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _refresh_task(
+        self, awaitable: Awaitable[Any], clone: HttpRequest, key: str, guard: Hashable
+    ) -> None:
+        try:
+            self._store_refresh(clone, key, await awaitable)
+        except Exception:
+            logger.warning("cacheplug: refreshing the stale page %s failed", key, exc_info=True)
+        finally:
+            _REFRESHING.release(guard)
+
+    def _store_refresh(self, clone: HttpRequest, key: str, response: HttpResponseBase) -> None:
+        """Store a refresh's response through :meth:`save`, unless it is a 5xx."""
+        try:
+            status = response.status_code
+            if status >= 500:  # an error must not replace the stale copy it was to refresh
+                logger.warning(
+                    "cacheplug: refreshing the stale page %s answered %d; nothing stored",
+                    key,
+                    status,
+                )
+                return
+            before = self.store.get(key)
+            self.save(clone, response)
+            if self.store.get(key) is before:
+                logger.debug("cacheplug: the refresh of %s answered %d, not storable", key, status)
+        finally:
+            _release(response)
+
 
 class CacheMiddleware:
     """Site-wide page cache; put it first in ``MIDDLEWARE``. Sync and async capable.
 
     Configured by ``CACHEPLUG_PAGE_CACHE`` (see the module docstring). Adds
-    ``X-Cache: HIT`` (with ``Age``), ``MISS`` or ``BYPASS`` to responses.
+    ``X-Cache: HIT`` (with ``Age``), ``MISS``, ``BYPASS`` or ``STALE`` (RFC 5861) to
+    responses. A ``stale-while-revalidate`` refresh runs the rest of the chain again
+    for a copy of the request, after the stale response was sent.
     """
 
     sync_capable = True
@@ -282,16 +557,17 @@ class CacheMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self._async:
             return self.__acall__(request)
-        hit = self.page_cache.lookup(request)
+        hit = self.page_cache.lookup(request, self.get_response)
         if hit is not None:
             return hit
-        return self.page_cache.save(request, self.get_response(request))
+        return self.page_cache.call(request, self.get_response)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        hit = self.page_cache.lookup(request)
+        # A stale-while-revalidate refresh awaits self.get_response too: see PageCache._refresh.
+        hit = self.page_cache.lookup(request, self.get_response)
         if hit is not None:
             return hit
-        return self.page_cache.save(request, await self.get_response(request))
+        return await self.page_cache.acall(request, self.get_response)
 
 
 def cache_response(
@@ -305,6 +581,8 @@ def cache_response(
     """Cache one view's responses with the page-cache policy; sync and ``async def`` views.
 
     Usable bare (``@cache_response``) or with options (``@cache_response(ttl=60)``).
+    Stale entries are served as by :class:`CacheMiddleware`; a ``stale-while-revalidate``
+    refresh calls the view again with a copy of the request (same URL arguments).
 
     :param ttl: seconds to keep a response that states no freshness of its own (default
         ``CACHEPLUG_PAGE_CACHE['DEFAULT_TTL']``, else ``CACHE_MIDDLEWARE_SECONDS``).
@@ -323,19 +601,19 @@ def cache_response(
 
             @functools.wraps(func)
             async def async_view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                hit = page_cache.lookup(request)
+                hit = page_cache.lookup(request, lambda req: func(req, *args, **kwargs))
                 if hit is not None:
                     return hit
-                return page_cache.save(request, await func(request, *args, **kwargs))
+                return await page_cache.acall(request, func, *args, **kwargs)
 
             return async_view
 
         @functools.wraps(func)
         def sync_view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            hit = page_cache.lookup(request)
+            hit = page_cache.lookup(request, lambda req: func(req, *args, **kwargs))
             if hit is not None:
                 return hit
-            return page_cache.save(request, func(request, *args, **kwargs))
+            return page_cache.call(request, func, *args, **kwargs)
 
         return sync_view
 

@@ -15,24 +15,40 @@ the session, and may add ``Set-Cookie`` and ``Vary: Cookie``, after every
   non-streamed Flask response) at once and stores it; a streamed body is buffered as it
   goes out and stored when it ends. Either way what is stored is exactly what the
   server sends, after every ``after_request`` hook and the session save.
+
+RFC 5861: an early lookup that finds only a stale entry inside its
+``stale-while-revalidate`` window answers with it (``X-Cache: STALE``) and refreshes it
+from the body's ``close()``, after the server sent it (:func:`refresh_stale`). An entry
+inside its ``stale-if-error`` window is left to the view (:mod:`.decorators`), which
+alone sees the view fail.
 """
 
 from __future__ import annotations
 
+import functools
+import io
+import logging
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
+
+from werkzeug.wsgi import ClosingIterator
 
 from cacheplug.context import request_context
 from cacheplug.http import (
     X_CACHE,
+    X_CACHE_STALE,
     BodyBuffer,
     CachedResponse,
     HttpCachePolicy,
+    RefreshGuard,
     RequestDecision,
     StoreDecision,
     add_variant,
+    refresh_environ,
+    select_stale,
     variants_ttl,
+    within_stale_while_revalidate,
 )
 
 if TYPE_CHECKING:
@@ -40,19 +56,32 @@ if TYPE_CHECKING:
 
 __all__ = (
     "EARLY_SLOT",
+    "REFRESH",
     "STORE_PLAN",
     "CachePlugWSGI",
     "EnvironHeaders",
     "OriginKeys",
     "StorePlan",
+    "refresh_stale",
     "sorted_query",
 )
+
+logger = logging.getLogger("cacheplug.integrations.flask")
 
 #: The environ key under which ``@cached`` leaves its :class:`StorePlan`.
 STORE_PLAN = "cacheplug.store_plan"
 #: The environ key of the request's early slot as the WSGI layer saw it (before any
 #: middleware inside ``app.wsgi_app`` could rewrite scheme, host or path).
 EARLY_SLOT = "cacheplug.early_slot"
+#: The environ key that marks a ``stale-while-revalidate`` refresh: ``@cached`` then
+#: never answers with the stale entry it is refreshing.
+REFRESH = "cacheplug.refresh"
+#: ``(cache id, key)`` of the views being refreshed in this process: one refresh per key.
+_REFRESHING: Final = RefreshGuard()
+#: Environ keys a refresh does not inherit: cacheplug's per-request marks, and the
+#: objects Werkzeug and Flask hang on the environ (the request, a test client's
+#: context-preserving hook).
+_REQUEST_PRIVATE: Final = ("cacheplug.", "werkzeug.")
 _EARLY_INDEX_MAX = 10_000
 _MOUNTED = "cacheplug.mounted"
 _ORIGIN_MEMO_MAX = 1024
@@ -310,7 +339,7 @@ class CachePlugWSGI:
         start_response: StartResponse,
         slot: tuple[str, bool],
         method: str,
-    ) -> list[bytes] | None:
+    ) -> Iterable[bytes] | None:
         key, with_query = slot
         if with_query:
             query = environ.get("QUERY_STRING")
@@ -327,7 +356,19 @@ class CachePlugWSGI:
         now = policy.clock()
         entry = policy.select(variants, headers, decision, now)
         if entry is None:
-            return None
+            # Only after select() said no, so a hit costs nothing more. Outside the
+            # stale-while-revalidate window the view answers (and applies stale-if-error).
+            entry = select_stale(variants, headers, decision, now)
+            if entry is None or not within_stale_while_revalidate(entry, now):
+                return None
+            status, response_headers, body = entry.respond(
+                headers, now, head=method == "HEAD", x_cache=X_CACHE_STALE
+            )
+            start_response(_STATUS_LINE[status], response_headers)
+            # The server calls close() once the body is out: the refresh runs then, in
+            # this thread, through the app this layer wraps, with the environ as it came.
+            refresh = functools.partial(refresh_stale, self.wsgi_app, environ, self.state, key)
+            return ClosingIterator([body], refresh)
         status, response_headers, body = entry.respond(headers, now, head=method == "HEAD")
         start_response(_STATUS_LINE[status], response_headers)
         return [body]
@@ -365,13 +406,119 @@ class CachePlugWSGI:
         request_headers: Mapping[str, str],
         decision: StoreDecision,
     ) -> None:
-        policy = plan.policy
-        now = policy.clock()
-        entry = policy.make_entry(
-            status, headers, body, request_headers, decision, now=now, tags=plan.tags
+        _store_entry(
+            self.state.runtime.cache, plan, status, headers, body, request_headers, decision
         )
-        if entry is not None:
-            store_variant(self.state.runtime.cache, plan.key, entry, policy, now)
+
+
+def _store_entry(
+    cache: Any,
+    plan: StorePlan,
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    request_headers: Mapping[str, str],
+    decision: StoreDecision,
+) -> None:
+    policy = plan.policy
+    now = policy.clock()
+    entry = policy.make_entry(
+        status, headers, body, request_headers, decision, now=now, tags=plan.tags
+    )
+    if entry is not None:
+        store_variant(cache, plan.key, entry, policy, now)
+
+
+def refresh_stale(
+    wsgi_app: WSGIApp, environ: Mapping[str, Any], state: FlaskPlugState, key: str
+) -> None:
+    """Refresh the stale entry under ``key`` now, unless a refresh of it is running.
+
+    Called from the ``close()`` of the stale response, in the thread that served it,
+    after the server sent it; never raises. ``wsgi_app`` (the app below this layer, or
+    Flask's own ``wsgi_app``) gets a copy of ``environ``: a GET without conditional and
+    cache-control headers, marked :data:`REFRESH`. The ``@cached`` view leaves its
+    :class:`StorePlan` as on any miss, and the response is stored by the same rules,
+    unless it is a 5xx: a failed refresh stores nothing, and the stale entry is served
+    until its window ends. The key is claimed here rather than when the stale response
+    was built, so a response whose ``close()`` never comes cannot block its key; the
+    freshness check after the claim keeps a later stale response from refreshing again.
+    """
+    cache = state.runtime.cache
+    guard = (id(cache), key)
+    if not _REFRESHING.claim(guard):
+        return
+    try:
+        fresh = _refresh_environ(environ)
+        headers = EnvironHeaders(fresh)
+        decision = state.policy.request_decision("GET", headers)
+        variants = cache.get(key)
+        if type(variants) is tuple and state.policy.select(variants, headers, decision):
+            return  # an earlier request's refresh already stored a fresh copy
+        _run_refresh(wsgi_app, fresh, cache, key)
+    except Exception:
+        logger.warning(
+            "cacheplug: refreshing the stale page %s failed; it is served stale until its "
+            "stale-while-revalidate window ends",
+            key,
+            exc_info=True,
+        )
+    finally:
+        _REFRESHING.release(guard)
+
+
+def _refresh_environ(environ: Mapping[str, Any]) -> dict[str, Any]:
+    fresh = {
+        name: value
+        for name, value in refresh_environ(environ).items()
+        if not name.startswith(_REQUEST_PRIVATE)
+    }
+    fresh.pop("CONTENT_LENGTH", None)
+    fresh.pop("CONTENT_TYPE", None)
+    fresh["wsgi.input"] = io.BytesIO()
+    fresh[REFRESH] = True
+    return fresh
+
+
+def _ignore_write(data: bytes) -> None:
+    """The ``write`` callable a refresh's ``start_response`` returns: nobody reads it."""
+
+
+def _run_refresh(wsgi_app: WSGIApp, environ: dict[str, Any], cache: Any, key: str) -> None:
+    """Call the app for a refresh, read the whole body, store it if the policy allows."""
+    captured: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        captured.append((status, list(headers)))
+        return _ignore_write
+
+    with request_context.scope():
+        app_iter = wsgi_app(environ, capture)
+    plan: StorePlan | None = environ.get(STORE_PLAN)
+    buffer = BodyBuffer(plan.policy.max_body_bytes if plan is not None else 0)
+    try:
+        for chunk in app_iter:
+            if not buffer.feed(chunk):
+                break
+    finally:
+        close = getattr(app_iter, "close", None)
+        if close is not None:
+            close()
+    if plan is None or not plan.decision.store or not captured or buffer.overflowed:
+        logger.debug("cacheplug: the refresh of %s gave nothing to store", key)
+        return
+    status_line, headers = captured[-1]
+    status = int(status_line[:3])
+    if status >= 500:  # an error must not replace the stale copy it was to refresh
+        logger.warning("cacheplug: refreshing the stale page %s answered %d", key, status)
+        return
+    length = _content_length(headers)
+    request_headers = EnvironHeaders(environ)
+    decision = plan.policy.response_store_decision(status, headers, request_headers)
+    if not decision.store or (length is not None and length != buffer.size):
+        logger.debug("cacheplug: the refresh of %s answered %d, not storable", key, status)
+        return
+    _store_entry(cache, plan, status, headers, buffer.body, request_headers, decision)
 
 
 def store_variant(

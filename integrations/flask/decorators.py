@@ -7,10 +7,14 @@ looked up, and a response is stored only if RFC 9111 allows a shared cache to st
 decorator looks up and, on a miss, leaves a :class:`~._wsgi.StorePlan` in the environ;
 the WSGI layer stores the *final* response, after Flask has saved the session.
 
+``cached`` also honours RFC 5861 in the responses' ``Cache-Control``: a stale entry
+inside its ``stale-while-revalidate`` window is served (``X-Cache: STALE``) and refreshed
+after the response went out (:func:`~._wsgi.refresh_stale`); one inside its
+``stale-if-error`` window replaces a view that raises or answers 5xx.
+
 ``memoize`` uses the core's single-flight ``get_or_set``: concurrent misses on the same
 arguments run the function once. It also carries the core's freshness options
-(``stale_while_revalidate``, ``stale_if_error``, ``early_refresh``); ``cached`` does not,
-as they would mean re-running a view outside its request (see ``docs/flask.md``).
+(``stale_while_revalidate``, ``stale_if_error``, ``early_refresh``).
 """
 
 from __future__ import annotations
@@ -18,23 +22,36 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import inspect
+import logging
 import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from cachetools.keys import hashkey
-from flask import current_app, request
+from flask import Flask, current_app, request
+from werkzeug.exceptions import HTTPException
 
 from cacheplug.cache import NO_EXPIRY, ShardedTTLCache
 from cacheplug.errors import ConfigurationError
+from cacheplug.http import (
+    X_CACHE_STALE,
+    CachedResponse,
+    HttpCachePolicy,
+    RequestDecision,
+    select_stale,
+    within_stale_if_error,
+    within_stale_while_revalidate,
+)
 
 from ._response import hit_response
-from ._wsgi import STORE_PLAN, EnvironHeaders, StorePlan, sorted_query
+from ._wsgi import REFRESH, STORE_PLAN, EnvironHeaders, StorePlan, refresh_stale, sorted_query
 
 if TYPE_CHECKING:
-    from .extension import FlaskCachePlug
+    from .extension import FlaskCachePlug, FlaskPlugState
 
 __all__ = ("cached_view", "delete_memoized", "memoize")
+
+logger = logging.getLogger("cacheplug.integrations.flask")
 
 _MEMOIZED: Final = "__cacheplug_memoized__"
 #: Keyword options of the core's get_or_set that memoize forwards (the freshness
@@ -73,6 +90,79 @@ def _call_view(view: Callable[..., Any], is_async: bool, args: Any, kwargs: Any)
     return view(*args, **kwargs)
 
 
+def _stale(
+    app: Flask,
+    state: FlaskPlugState,
+    environ: dict[str, Any],
+    key: str,
+    variants: tuple[CachedResponse, ...],
+    headers: EnvironHeaders,
+    decision: RequestDecision,
+    now: float,
+) -> tuple[Any, CachedResponse | None]:
+    """After a miss on ``variants``: ``(stale response, None)`` inside the entry's
+    ``stale-while-revalidate`` window, ``(None, entry)`` inside its ``stale-if-error``
+    window (the fallback if the view fails), else ``(None, None)``."""
+    if REFRESH in environ:  # this request is the refresh: it must reach the view
+        return None, None
+    entry = select_stale(variants, headers, decision, now)
+    if entry is None:
+        return None, None
+    if not within_stale_while_revalidate(entry, now):
+        return None, entry if within_stale_if_error(entry, now) else None
+    response = _stale_response(app, entry, headers, now)
+    # The refresh runs from the response's close(), after the server sent it. It calls
+    # Flask's own wsgi_app (not app.wsgi_app, whose cacheplug layer would answer from
+    # the cache) with a copy of this environ, exactly as Flask saw it: WSGI middleware
+    # applied before init_app already rewrote it and must not rewrite it twice.
+    flask_wsgi_app = functools.partial(type(app).wsgi_app, app)
+    response.call_on_close(functools.partial(refresh_stale, flask_wsgi_app, environ, state, key))
+    return response, None
+
+
+def _stale_response(app: Flask, entry: CachedResponse, headers: EnvironHeaders, now: float) -> Any:
+    status, stale_headers, body = entry.respond(headers, now, x_cache=X_CACHE_STALE)
+    return hit_response(app.response_class, status, stale_headers, body)
+
+
+def _call_with_fallback(
+    app: Flask,
+    view: Callable[..., Any],
+    is_async: bool,
+    args: Any,
+    kwargs: Any,
+    fallback: CachedResponse,
+    headers: EnvironHeaders,
+    environ: dict[str, Any],
+    policy: HttpCachePolicy,
+) -> Any:
+    """Call the view; if it raises or answers 5xx, answer with the stale-if-error entry.
+
+    An ``HTTPException`` below 500 (``abort(404)``) is the view's answer, not an error.
+    """
+    try:
+        response = app.make_response(_call_view(view, is_async, args, kwargs))
+    except Exception as exc:
+        if isinstance(exc, HTTPException) and exc.code is not None and exc.code < 500:
+            raise
+        logger.warning(
+            "cacheplug: the view of %s raised; serving the stale entry (stale-if-error)",
+            environ.get("PATH_INFO"),
+            exc_info=True,
+        )
+    else:
+        if response.status_code < 500:
+            return response
+        logger.warning(
+            "cacheplug: the view of %s answered %d; serving the stale entry (stale-if-error)",
+            environ.get("PATH_INFO"),
+            response.status_code,
+        )
+        response.close()
+    environ.pop(STORE_PLAN, None)  # the stale entry is already stored: nothing to store
+    return _stale_response(app, fallback, headers, policy.clock())
+
+
 def _key_path(path: str) -> str:
     """Escape ``%`` and ``?`` in a decoded path so it cannot pass for a query string."""
     if "%" in path or "?" in path:
@@ -107,12 +197,13 @@ def cached_view(
     :raises ConfigurationError: an argument has the wrong type or range.
 
     A hit adds ``X-Cache: HIT`` and ``Age``, a stored 2xx carries an ``ETag`` and a
-    matching ``If-None-Match`` gets a 304. Hits for views without ``unless`` and with a
-    str ``key_prefix`` are answered before Flask dispatches (``CACHEPLUG_EARLY_HITS``),
-    so ``before_request`` hooks do not run for them; everything that decides what may be
-    shared must therefore show in the response's headers (``Vary``, ``Cache-Control``),
-    as it must for any HTTP cache. A successful POST/PUT/PATCH/DELETE to the same URL
-    drops the entry (RFC 9111 §4.4).
+    matching ``If-None-Match`` gets a 304. A response served stale under RFC 5861
+    (``stale-while-revalidate``, ``stale-if-error``) says ``X-Cache: STALE``. Hits for
+    views without ``unless`` and with a str ``key_prefix`` are answered before Flask
+    dispatches (``CACHEPLUG_EARLY_HITS``), so ``before_request`` hooks do not run for
+    them; everything that decides what may be shared must therefore show in the
+    response's headers (``Vary``, ``Cache-Control``), as it must for any HTTP cache. A
+    successful POST/PUT/PATCH/DELETE to the same URL drops the entry (RFC 9111 §4.4).
     """
     ttl = _seconds(timeout, "@cached")
     view_timeout = (2.0**31) if ttl == 0 else ttl
@@ -156,6 +247,7 @@ def cached_view(
                 query = environ.get("QUERY_STRING")
                 if query:
                     key = f"{base}?{sorted_query(query)}"
+            fallback = None
             if decision.lookup:
                 policy = state.policy
                 variants = state.runtime.cache.get(key)
@@ -167,11 +259,20 @@ def cached_view(
                     if entry is not None:
                         status, hit_headers, body = entry.respond(headers, now)
                         return hit_response(app.response_class, status, hit_headers, body)
+                    stale, fallback = _stale(
+                        app, state, environ, key, variants, headers, decision, now
+                    )
+                    if stale is not None:
+                        return stale
             entry_tags = tuple(tags(**kwargs)) if callable(tags) else fixed_tags
             environ[STORE_PLAN] = StorePlan(
                 key, decision, state.policy_for(view_timeout), entry_tags
             )
-            return _call_view(view, is_async, args, kwargs)
+            if fallback is None:
+                return _call_view(view, is_async, args, kwargs)
+            return _call_with_fallback(
+                app, view, is_async, args, kwargs, fallback, headers, environ, state.policy
+            )
 
         wrapper.__cacheplug_cached__ = True  # type: ignore[attr-defined]
         return wrapper
