@@ -442,6 +442,8 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
             shard = self._shards[hash(key) & self._mask]
         except TypeError:
             raise UnhashableKeyError(key) from None
+        if tags.__class__ is not tuple:  # once: a generator would be used up by _gens_for
+            tags = tuple(tags)
         gens = self._gens_for(tags) if tags else _NO_GENS
         evicted = removed = None
         with shard.lock:
@@ -467,7 +469,7 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
             if evicted is not None:
                 self._notify("evict", evicted)
             if item is not None:
-                listener("set", key, value, item[_VERSION], expires_at, tuple(tags))
+                listener("set", key, value, item[_VERSION], expires_at, tags)
             elif removed is not None:
                 listener("delete", key, None, 0, None, ())
         return True

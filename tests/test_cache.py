@@ -468,6 +468,15 @@ def test_listener_sees_every_write(timer):
     assert events[5][5] == ("t",)
 
 
+def test_tags_given_as_a_one_shot_iterator_reach_both_the_entry_and_the_listener(timer):
+    events = []
+    cache = ShardedTTLCache(maxsize=8, timer=timer, listener=lambda *e: events.append(e))
+    cache.set("a", 1, tags=(tag for tag in ["t", "u"]))
+    assert events == [("set", "a", 1, events[0][3], timer.now + 300, ("t", "u"))]
+    cache.invalidate_tags("u")
+    assert cache.get("a") is None
+
+
 # -- single flight ----------------------------------------------------------------------
 
 
