@@ -32,6 +32,17 @@ NONE: Any = object()
 _SCRIPTS = {name: getattr(scripts, name) for name in ("GET", "SET", "ACQUIRE", "STORE", "RELEASE")}
 _SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in _SCRIPTS.items()}
 _SCAN_BATCH = 500
+#: Redis command of each pipelined method name. Queued with ``execute_command``: a
+#: cluster pipeline refuses ``evalsha()`` and a multi-key ``delete()``, though the keys
+#: share one slot.
+_COMMANDS = {
+    "evalsha": "EVALSHA",
+    "delete": "DEL",
+    "persist": "PERSIST",
+    "pexpire": "PEXPIRE",
+    "incr": "INCR",
+    "publish": "PUBLISH",
+}
 
 
 @dataclass
@@ -135,7 +146,8 @@ class RedisLink:
         self.name = name
         self._on_message = on_message
         self._on_resubscribe = on_resubscribe
-        self._errors = (redis.RedisError, OSError)
+        # RedisClusterException (cluster unreachable, slots not covered) is no RedisError.
+        self._errors = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
         # Scripts are loaded before the first pipeline and again after any failure (Redis
         # may have restarted empty): a pipeline that meets NoScriptError must be re-run
         # whole, which publishes its invalidations twice.
@@ -205,10 +217,17 @@ class RedisLink:
             return client.eval(_SCRIPTS[name], len(keys), *keys, *args)
 
     def _load_scripts(self) -> None:
-        pipe = self._client().pipeline(transaction=False)
-        for src in _SCRIPTS.values():
-            pipe.script_load(src)
-        pipe.execute()
+        client = self._client()
+        if self.cluster:
+            # A cluster pipeline refuses SCRIPT LOAD; the plain command goes to every
+            # primary, so the scripts are there whichever node owns the namespace's slot.
+            for src in _SCRIPTS.values():
+                client.script_load(src)
+        else:
+            pipe = client.pipeline(transaction=False)
+            for src in _SCRIPTS.values():
+                pipe.script_load(src)
+            pipe.execute()
         self._scripts_ready = True
 
     def _failed(self, exc: BaseException) -> None:
@@ -316,20 +335,25 @@ class RedisLink:
             self._load_scripts()
         batch: list[tuple[str, tuple[Any, ...]]] = []
         for command in [*commands, ("@end", ())]:
-            if command[0].startswith("@"):
-                if batch:
-                    self._pipeline(client, batch)
-                    batch = []
-                if command[0] == "@unlink_matching":
-                    self._unlink_matching(client, command[1][0])
-            else:
+            method, args = command
+            # A cluster pipeline runs each node's share concurrently, so a PUBLISH in it
+            # could overtake the writes it announces: send it once they are done.
+            if not (method.startswith("@") or (self.cluster and method == "publish")):
                 batch.append(command)
+                continue
+            if batch:
+                self._pipeline(client, batch)
+                batch = []
+            if method == "@unlink_matching":
+                self._unlink_matching(client, args[0])
+            elif method == "publish":
+                client.publish(*args)
 
     def _pipeline(self, client: Any, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
         for attempt in (1, 2):
             pipe = client.pipeline(transaction=False)
             for method, args in batch:
-                getattr(pipe, method)(*args)
+                pipe.execute_command(_COMMANDS[method], *args)
             results = pipe.execute(raise_on_error=False)
             errors = [r for r in results if isinstance(r, Exception)]
             if not errors:

@@ -173,6 +173,45 @@ class CachePlug:
                     continue
                 key = key[len(prefix) :]
             options[key.lower()] = value
+        try:
+            return cls(**options)
+        except ConfigurationError as exc:
+            if mapping is os.environ:  # strings and foreign variables: point at from_env
+                raise ConfigurationError(
+                    f"{exc}; to read environment variables use CachePlug.from_env(), which "
+                    "converts their strings and ignores variables that are not options"
+                ) from exc
+            raise
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        prefix: str = "CACHEPLUG_",
+        **defaults: Any,
+    ) -> CachePlug:
+        """Build from environment variables named ``<prefix><OPTION>``, such as ``CACHEPLUG_TTL``.
+
+        Only variables named after an option (in upper case) are read; others sharing
+        the prefix (``CACHEPLUG_DASHBOARD_TOKEN``) are ignored. Each string is converted
+        by the option's type: int, float, bool (``1/0``, ``true/false``, ``yes/no``,
+        ``on/off``), str; ``""`` or ``"none"`` give ``None`` where ``None`` is valid
+        (``ttl``, ``state_dir``, ``secret``, ``redis_url``, ``redis_prefix``).
+
+        :param environ: the variables to read; None reads ``os.environ``.
+        :param prefix: the variables' common prefix.
+        :param defaults: options for the variables that are not set (a variable wins).
+        :raises ConfigurationError: naming the variable and the type it needs, or as
+            :class:`CachePlug` for a converted value out of range.
+
+        .. versionadded:: 0.1
+        """
+        environ = os.environ if environ is None else environ
+        options = dict(defaults)
+        for option in DEFAULTS:
+            variable = prefix + option.upper()
+            if variable in environ:
+                options[option] = _from_env_string(option, variable, environ[variable])
         return cls(**options)
 
     # -- lifecycle --------------------------------------------------------------------
@@ -571,6 +610,49 @@ class CachePlug:
 
 _LOGGED: Final = frozenset(("set", "touch", "delete", "invalidate_tags", "clear"))
 
+#: Options for which ``from_env`` reads ``""`` and ``"none"`` as None.
+_NULLABLE: Final = frozenset(("ttl", "state_dir", "secret", "redis_url", "redis_prefix"))
+_BOOLS: Final[Mapping[str, bool]] = {
+    **dict.fromkeys(("1", "true", "yes", "on"), True),
+    **dict.fromkeys(("0", "false", "no", "off"), False),
+}
+
+
+def _from_env_string(option: str, variable: str, text: str) -> Any:
+    """Convert one environment string to the type of ``option``'s default."""
+    word = text.strip().lower()
+    if option in _NULLABLE and word in ("", "none"):
+        return None
+    default = DEFAULTS[option]
+    try:
+        # bool before int: bool is an int subclass
+        if isinstance(default, bool):
+            return _BOOLS[word]
+        if isinstance(default, int):
+            return int(word)
+        if isinstance(default, float) and math.isfinite(number := float(word)):
+            return number
+        if default is None or isinstance(default, str):
+            return text  # paths, URLs, secrets and names are used as written
+    except (KeyError, ValueError):
+        pass
+    raise ConfigurationError(
+        f"environment variable {variable}={text!r} is not valid: {option} needs {_env_type(option)}"
+    )
+
+
+def _env_type(option: str) -> str:
+    """Describe the strings ``from_env`` accepts for ``option`` (for its error message)."""
+    default = DEFAULTS[option]
+    if isinstance(default, bool):
+        return "a bool: 1/0, true/false, yes/no or on/off"
+    if isinstance(default, int):
+        return "an int, such as 10000"
+    if isinstance(default, float):
+        kind = "a finite number of seconds, such as 2.5"
+        return kind + ", or '' or 'none' for None" if option in _NULLABLE else kind
+    return "a callable, which an environment variable cannot hold; pass it in code"
+
 
 def _refuse_refresh_options(
     early_refresh: float | None, stale_while_revalidate: float | None, stale_if_error: float | None
@@ -599,6 +681,10 @@ def _validate(config: dict[str, Any]) -> None:
     """Check the options ShardedTTLCache and DeferredWorker do not check themselves."""
     if config["fsync"] not in FSYNC_POLICIES:
         raise ConfigurationError(f"fsync must be one of {FSYNC_POLICIES}, got {config['fsync']!r}")
+    # DeferredWorker calls it max_queue; check it here so the message says queue_size.
+    queue_size = config["queue_size"]
+    if not isinstance(queue_size, int) or isinstance(queue_size, bool) or queue_size < 1:
+        raise ConfigurationError(f"queue_size must be an int >= 1, got {queue_size!r}")
     interval = config["sweep_interval"]
     if not isinstance(interval, int | float) or isinstance(interval, bool) or interval < 0:
         raise ConfigurationError(

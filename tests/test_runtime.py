@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 
@@ -30,7 +31,8 @@ def test_unknown_option_names_the_valid_ones():
         ("sweep_interval", -1, "sweep_interval must be"),
         ("maxsize", 0, "maxsize must be"),
         ("shards", 3, "shards must be a power of two"),
-        ("queue_size", 0, "max_queue must be"),
+        ("queue_size", 0, "queue_size must be an int >= 1, got 0"),
+        ("queue_size", "10", "queue_size must be an int >= 1"),
         ("redis_url", "http://localhost", "redis_url must be a redis://"),
         ("wal_max_bytes", 10, "wal_max_bytes"),
     ],
@@ -310,3 +312,104 @@ async def test_aget_or_set_forwards_freshness_options(timer):
         with pytest.raises(KeyError):
             await plug.aget_or_set("k", missing, negative_ttl=5, negative_exceptions=KeyError)
         assert calls == [1, 1]
+
+
+# -- from_env ---------------------------------------------------------------------------
+
+
+def test_from_env_converts_every_option_type():
+    environ = {
+        "CACHEPLUG_MAXSIZE": "5000",  # int
+        "CACHEPLUG_TTL": "12.5",  # float
+        "CACHEPLUG_SWEEP_INTERVAL": "0",  # float from an int literal
+        "CACHEPLUG_QUEUE_SIZE": " 64 ",
+        "CACHEPLUG_WRITE_THROUGH": "yes",  # bool
+        "CACHEPLUG_REDIS_CLUSTER": "Off",
+        "CACHEPLUG_STATE_DIR": "/var/lib/shop cache",  # str, kept as written
+        "CACHEPLUG_SECRET": " s3cret ",
+        "CACHEPLUG_FSYNC": "always",
+        "CACHEPLUG_REDIS_PREFIX": "none",  # None
+        "CACHEPLUG_REDIS_URL": "",
+        "CACHEPLUG_NAME": "shop",
+    }
+    config = CachePlug.from_env(environ).config
+    assert config["maxsize"] == 5000
+    assert config["ttl"] == 12.5
+    assert config["sweep_interval"] == 0.0
+    assert isinstance(config["sweep_interval"], float)
+    assert config["queue_size"] == 64
+    assert config["write_through"] is True
+    assert config["redis_cluster"] is False
+    assert config["state_dir"] == "/var/lib/shop cache"
+    assert config["secret"] == " s3cret "
+    assert config["fsync"] == "always"
+    assert config["redis_prefix"] is None
+    assert config["redis_url"] is None
+    assert config["name"] == "shop"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1", True), ("0", False), ("TRUE", True), ("false", False), ("on", True), ("no", False)],
+)
+def test_from_env_reads_every_bool_spelling(text, expected):
+    assert CachePlug.from_env({"CACHEPLUG_WRITE_THROUGH": text}).config["write_through"] is expected
+
+
+@pytest.mark.parametrize("text", ["", "none", "None", " NONE "])
+def test_from_env_reads_empty_and_none_as_none_where_none_is_valid(text):
+    assert CachePlug.from_env({"CACHEPLUG_TTL": text}).config["ttl"] is None
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "expected"),
+    [
+        ("CACHEPLUG_MAXSIZE", "lots", "maxsize needs an int"),
+        ("CACHEPLUG_SHARDS", "1.5", "shards needs an int"),
+        ("CACHEPLUG_TTL", "5m", "ttl needs a finite number of seconds, .* or 'none' for None"),
+        ("CACHEPLUG_PUT_TIMEOUT", "nan", "put_timeout needs a finite number of seconds"),
+        ("CACHEPLUG_PUT_TIMEOUT", "", "put_timeout needs a finite number"),
+        ("CACHEPLUG_WRITE_THROUGH", "maybe", "write_through needs a bool: 1/0, true/false"),
+        ("CACHEPLUG_TIMER", "time.time", "timer needs a callable"),
+    ],
+)
+def test_from_env_names_the_variable_and_the_type_on_a_bad_value(variable, text, expected):
+    with pytest.raises(ConfigurationError, match=f"environment variable {variable}=") as info:
+        CachePlug.from_env({variable: text})
+    assert re.search(expected, str(info.value))
+
+
+def test_from_env_range_errors_still_come_from_validation():
+    with pytest.raises(ConfigurationError, match="queue_size must be an int >= 1, got 0"):
+        CachePlug.from_env({"CACHEPLUG_QUEUE_SIZE": "0"})
+
+
+def test_from_env_ignores_variables_that_are_not_options():
+    environ = {
+        "CACHEPLUG_DASHBOARD_TOKEN": "not-an-option-0123456789",
+        "CACHEPLUG_AUTOSTART": "maybe",
+        "CACHEPLUG_TTL": "30",
+        "cacheplug_maxsize": "7",  # not upper case: not read
+        "OTHER_MAXSIZE": "8",
+    }
+    config = CachePlug.from_env(environ).config
+    assert config["ttl"] == 30.0
+    assert config["maxsize"] == 100_000
+
+
+def test_from_env_reads_os_environ_and_a_custom_prefix_over_defaults(monkeypatch):
+    monkeypatch.setenv("CACHEPLUG_MAXSIZE", "11")
+    monkeypatch.setenv("CACHEPLUG_DASHBOARD_TOKEN", "not-an-option-0123456789")
+    monkeypatch.delenv("CACHEPLUG_TTL", raising=False)
+    plug = CachePlug.from_env(ttl=60, maxsize=5, name="shop")
+    assert (plug.config["maxsize"], plug.config["ttl"], plug.name) == (11, 60, "shop")
+    plug = CachePlug.from_env({"SHOP_CACHE_SHARDS": "4", "CACHEPLUG_SHARDS": "8"}, "SHOP_CACHE_")
+    assert plug.config["shards"] == 4
+
+
+def test_from_config_stays_strict_and_points_os_environ_at_from_env(monkeypatch):
+    with pytest.raises(ConfigurationError, match=r"unknown CachePlug option\(s\) \['token'\]"):
+        CachePlug.from_config({"CACHEPLUG_TOKEN": "x"}, prefix="CACHEPLUG_")
+    monkeypatch.setenv("CACHEPLUG_TTL", "300")
+    with pytest.raises(ConfigurationError, match=r"got '300'; .*use CachePlug\.from_env\(\)"):
+        CachePlug.from_config(os.environ, prefix="CACHEPLUG_")

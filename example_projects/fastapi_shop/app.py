@@ -12,8 +12,10 @@
   (``X-Worker-Pid``, used by ``scripts/check_coherence.py``);
 * the dashboard at ``/_cacheplug/`` (loopback clients only, unless
   ``CACHEPLUG_DASHBOARD_TOKEN`` is set) and Prometheus metrics at ``/metrics``;
-* the plug is built at import from the environment: ``CACHEPLUG_STATE_DIR`` (saved on
-  shutdown, loaded on startup: warm restarts) and ``CACHEPLUG_SECRET``. No Redis.
+* the plug is built at import from the environment (``CachePlug.from_env``):
+  ``CACHEPLUG_STATE_DIR`` (saved on shutdown, loaded on startup: warm restarts),
+  ``CACHEPLUG_SECRET`` and any other ``CACHEPLUG_<OPTION>``. No Redis unless
+  ``CACHEPLUG_REDIS_URL`` is set.
 
 Run it from the repository root::
 
@@ -54,13 +56,10 @@ if not log.handlers:  # importing twice must not print every line twice
     log.setLevel(logging.INFO)
     log.propagate = False
 
-plug = CachePlug(
-    ttl=300,
-    state_dir=os.environ.get("CACHEPLUG_STATE_DIR") or None,
-    # Several workers: the Redis tier keeps their caches coherent (docs/deploy.md).
-    redis_url=os.environ.get("CACHEPLUG_REDIS_URL") or None,
-    name="shop",
-)
+# Every CACHEPLUG_<OPTION> variable overrides these defaults: CACHEPLUG_STATE_DIR,
+# CACHEPLUG_SECRET, CACHEPLUG_TTL=60, ... With several workers, CACHEPLUG_REDIS_URL
+# turns on the Redis tier that keeps their caches coherent (docs/deploy.md).
+plug = CachePlug.from_env(ttl=300, name="shop")
 
 #: The "database", with a counter of lookups so the effect of caching shows.
 PRODUCTS: dict[int, dict[str, Any]] = {
