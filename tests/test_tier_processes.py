@@ -5,6 +5,7 @@ commands and Redis lists (BLPOP), never by sleeping."""
 from __future__ import annotations
 
 import statistics
+import time
 
 import pytest
 import redis
@@ -37,13 +38,25 @@ def control(redis_url, redis_prefix):
     client.close()
 
 
+def _wait_applied(peer, before: int, timeout: float = 5.0) -> None:
+    """Wait until ``peer`` applied a message from another process after ``before``."""
+    deadline = time.monotonic() + timeout
+    while peer.call(op="stats")["stats"]["applied"] <= before:
+        assert time.monotonic() < deadline, "the other process's message never arrived"
+        time.sleep(0.001)
+
+
 def test_set_in_a_reads_through_l2_in_b_and_delete_propagates_fast(peers):
     a, b = peers(2)
     latencies = []
     for i in range(40):
         key = f"user:{i}"
+        applied = b.call(op="stats")["stats"]["applied"]
         a.call(op="set", key=key, value={"n": i})
         a.call(op="flush")
+        # A announces its set too; read in B only once that message was applied, or it
+        # could arrive after the read below and (rightly) drop B's fresh local copy.
+        _wait_applied(b, applied)
         assert b.call(op="get", key=key)["value"] == {"n": i}  # via L2, now local in B
         assert b.call(op="local", key=key)["present"]
         b.call(op="watch", key=key)
