@@ -20,53 +20,50 @@ How it is built, and why:
   entries physically.
 * **Versions** come from one process-wide counter, so an entry's version grows on
   every write and :meth:`ShardedTTLCache.set` can compare-and-set with ``if_version``.
+
+This module holds the per-key store and its invariants. The class's other halves are
+private base classes: ``_loading`` (``get_or_set`` and freshness), ``_refreshing``
+(background refreshes, ``close``) and ``_bulk`` (glob deletes, export/import,
+sampling); ``_shard`` holds the item layout and each shard's SIEVE queue.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import functools
-import inspect
-import logging
 import math
 import random
-import re
 import threading
 import time
-from collections.abc import (
-    Awaitable,
-    Callable,
-    Hashable,
-    Iterable,
-    Iterator,
-    Mapping,
-    MutableMapping,
-)
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from itertools import count
-from typing import Any, TypeVar
+from typing import Any
 
-from cacheplug.errors import ConfigurationError, UnhashableKeyError
-from cacheplug.freshness import (
-    Backoff,
-    CachedError,
-    EntryMeta,
-    ExceptionTypes,
-    FreshnessPolicy,
-    FreshnessStats,
-    Refresher,
-    RefreshExecutor,
-    make_policy,
-    xfetch_due,
+from cacheplug._bulk import _BulkMixin
+from cacheplug._loading import _LoadingMixin
+from cacheplug._refreshing import _RefreshMixin
+from cacheplug._shard import (
+    _EXPIRES,
+    _GENS,
+    _KEY,
+    _META,
+    _MISSING,
+    _NO_GENS,
+    _SLOT,
+    _VALUE,
+    _VERSION,
+    _VISITED,
+    _Gens,
+    _Item,
+    _public_expiry,
+    _Shard,
+    _tag_names,
 )
+from cacheplug.errors import ConfigurationError, UnhashableKeyError
+from cacheplug.freshness import Backoff, Refresher, RefreshExecutor
 from cacheplug.singleflight import Flight
 from cacheplug.stats import CacheStats
 
 __all__ = ("NO_EXPIRY", "CacheListener", "Entry", "ShardedTTLCache")
-
-T = TypeVar("T")
-
-logger = logging.getLogger("cacheplug.cache")
 
 #: Pass as ``ttl`` to store an entry that never expires.
 NO_EXPIRY: float = math.inf
@@ -80,10 +77,6 @@ MAX_SHARDS = 1024
 #: ``"delete"`` (only ``key``), ``"invalidate_tags"`` (only ``tags``) and ``"clear"``
 #: (nothing). Fields not filled are None, 0 or ().
 CacheListener = Callable[[str, Any, Any, int, "float | None", "tuple[Hashable, ...]"], None]
-
-_MISSING: Any = object()
-_SAME: Any = object()  # _finish_flight: store the leader's value
-_NO_GENS: tuple[tuple[Hashable, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,77 +94,7 @@ class Entry:
     tags: tuple[Hashable, ...]
 
 
-# An item is a small list, not a class instance: creating a list is ~5x cheaper than
-# running a __slots__ class's __init__, reads cost the same, and set-new pays for every
-# allocation. These names index it; nothing outside this module sees an item.
-_VALUE, _EXPIRES, _GENS, _VISITED, _VERSION, _SLOT, _KEY = range(7)
-# Freshness metadata (EntryMeta) of entries stored by get_or_set with freshness options;
-# None otherwise. A plain write resets it.
-_META = 7
-_Item = list  # [value, expires_at, gens, visited, version, slot, key, meta]
-_Gens = tuple[tuple[Hashable, int], ...]
-
-
-def _tag_names(gens: _Gens) -> tuple[Hashable, ...]:
-    """The tags of an item, without the generations they were stored under."""
-    return tuple(tag for tag, _ in gens)
-
-
-def _unwrap(value: Any) -> Any:
-    """A value as get_or_set returns it: a negatively cached exception is raised."""
-    if value.__class__ is CachedError:
-        raise value.fresh_error()
-    return value
-
-
-async def _call_async(factory: Callable[[], Awaitable[T]]) -> T:
-    result = factory()
-    if not inspect.isawaitable(result):
-        raise TypeError(
-            f"aget_or_set needs a factory returning an awaitable, got "
-            f"{type(result).__name__}; use get_or_set for a plain function"
-        )
-    return await result
-
-
-def _public_expiry(expires_at: float) -> float | None:
-    """An item's expiry as the public API gives it: None instead of infinity."""
-    return None if expires_at == math.inf else expires_at
-
-
-class _Shard:
-    """A write lock, a SIEVE queue and counters for one slice of the key space.
-
-    The queue is a list, oldest first, with ``None`` holes where entries left. It is
-    compacted when holes outnumber live entries, so removal stays O(1) amortized.
-    """
-
-    __slots__ = (
-        "capacity",
-        "deletes",
-        "evictions",
-        "expirations",
-        "flights",
-        "hand",
-        "holes",
-        "lock",
-        "queue",
-        "sets",
-        "size",
-    )
-
-    def __init__(self, capacity: int) -> None:
-        self.lock = threading.Lock()
-        self.capacity = capacity
-        self.queue: list[_Item | None] = []
-        self.hand = 0
-        self.size = 0
-        self.holes = 0
-        self.flights: dict[Hashable, Flight] = {}
-        self.sets = self.deletes = self.evictions = self.expirations = 0
-
-
-class ShardedTTLCache(MutableMapping[Hashable, Any]):
+class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[Hashable, Any]):
     """A thread-safe, sharded, bounded cache with per-entry expiry and tags.
 
     Reads take no lock; writes lock one shard. It is a ``MutableMapping`` that
@@ -240,7 +163,8 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         while shards > maxsize:
             shards //= 2
         base, extra = divmod(maxsize, shards)
-        self._shards = [_Shard(base + (i < extra)) for i in range(shards)]
+        self._data: dict[Hashable, _Item] = {}
+        self._shards = [_Shard(base + (i < extra), self._data) for i in range(shards)]
         self._mask = shards - 1
         self._maxsize = maxsize
         self._ttl = math.inf if ttl is None else float(ttl)
@@ -251,7 +175,6 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         self._backoff = retry_backoff if retry_backoff is not None else Backoff()
         if not callable(self._rng) or not isinstance(self._backoff, Backoff):
             raise ConfigurationError("rng must be callable and retry_backoff a Backoff")
-        self._data: dict[Hashable, _Item] = {}
         self._versions = count(1)
         self._tag_gens: dict[Hashable, int] = {}
         self._tag_lock = threading.Lock()
@@ -521,13 +444,13 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
                     flight.stale = True  # a load running now must not store its value
             item = self._data.pop(key, None)
             if item is not None:
-                # _drop_locked, inlined for the hot path
+                # _Shard.drop, inlined for the hot path
                 shard.queue[item[_SLOT]] = None
                 shard.holes += 1
                 shard.size -= 1
                 shard.deletes += 1
                 if shard.holes > 32 and shard.holes > shard.size:
-                    self._maybe_compact_locked(shard)
+                    shard.maybe_compact()
         if item is None:
             if self._on_miss is not None:  # other processes and Redis may still hold it
                 self._on_miss.deleted(key)
@@ -562,96 +485,6 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         if self._listener is not None:
             self._listener("invalidate_tags", None, None, 0, None, tags)
 
-    def delete_matching(self, pattern: str, *, defer: bool = False) -> int:
-        """Remove every ``str`` key matching the glob ``pattern`` (``fnmatch``, case-sensitive).
-
-        Without ``defer``, scans now and returns how many live entries were removed.
-        With ``defer=True``, returns 0 at once without scanning: entries written before
-        the call read as misses from now on, entries written after it are unaffected,
-        and :meth:`purge_hidden` (the runtime's worker calls it) removes them later.
-        Until then, reads take a slightly slower path.
-        """
-        match = re.compile(fnmatch.translate(pattern)).match
-        watermark = next(self._versions)  # every entry written so far has a lower version
-        if not defer:
-            return self._purge_matching(match, watermark)
-        with self._tag_lock:
-            self._hidden = (*self._hidden, (match, watermark))
-            # An instance attribute shadows the class's get(), so reads pay for the
-            # pattern check only while a deferred delete is pending.
-            self.get = self._get_while_hiding  # type: ignore[method-assign]
-        return 0
-
-    def purge_hidden(self) -> int:
-        """Remove the entries hidden by deferred :meth:`delete_matching` calls; return the count."""
-        hidden = self._hidden
-        removed = sum(self._purge_matching(match, watermark) for match, watermark in hidden)
-        with self._tag_lock:
-            self._hidden = tuple(h for h in self._hidden if h not in hidden)
-            if not self._hidden:
-                self.__dict__.pop("get", None)
-        return removed
-
-    def _purge_matching(self, match: Callable[[str], Any], watermark: int) -> int:
-        removed = []
-        for shard in self._shards:
-            with shard.lock:
-                for item in shard.queue:
-                    if (
-                        item is not None
-                        and item[_VERSION] < watermark
-                        and isinstance(item[_KEY], str)
-                        and match(item[_KEY])
-                    ):
-                        self._drop_locked(shard, item)
-                        shard.deletes += 1
-                        removed.append(item[_KEY])
-                self._maybe_compact_locked(shard)
-        if self._listener is not None:
-            for key in removed:
-                self._listener("delete", key, None, 0, None, ())
-        return len(removed)
-
-    def export_entries(self) -> list[tuple[Hashable, Any, float, tuple[Hashable, ...], int]]:
-        """Return ``(key, value, expires_at, tags, version)`` per live entry, oldest write first.
-
-        For snapshots: ``expires_at`` is in timer units (``math.inf`` for never), and
-        the order (by version, which grows with every write) restores recency on import.
-        """
-        now = self._timer()
-        alive = self._alive
-        rows = [
-            (key, item[_VALUE], item[_EXPIRES], item[_GENS], item[_VERSION])
-            for key, item in self._data.copy().items()
-            if alive(item, now)
-        ]
-        rows.sort(key=lambda row: row[4])
-        return [(k, v, exp, _tag_names(gens), ver) for k, v, exp, gens, ver in rows]
-
-    def import_entries(
-        self, rows: Iterable[tuple[Hashable, Any, float, tuple[Hashable, ...]]]
-    ) -> int:
-        """Store ``(key, value, expires_at, tags)`` rows in order, without notifying the listener.
-
-        ``expires_at`` is in timer units. Dead rows are skipped. Later rows are newer,
-        so importing an :meth:`export_entries` list restores the recency order. Returns
-        how many rows were stored.
-        """
-        listener, self._listener = self._listener, None
-        stored = 0
-        try:
-            for key, value, expires_at, tags in rows:
-                now = self._timer()
-                if expires_at > now:
-                    gens = self._gens_for(tags) if tags else _NO_GENS
-                    shard = self._shard_for(key)
-                    with shard.lock:
-                        self._store_locked(shard, key, value, expires_at, gens, now, None)
-                    stored += 1
-        finally:
-            self._listener = listener
-        return stored
-
     def clear(self) -> None:
         """Remove every entry. Loads running now return their values but store nothing."""
         for shard in self._shards:
@@ -684,292 +517,15 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
                         and not self._alive(item, now)
                         and not self._retained(item, now)
                     ):
-                        self._drop_locked(shard, item)
+                        shard.drop(item)
                         shard.expirations += 1
                         removed.append(item)
-                self._maybe_compact_locked(shard)
+                shard.maybe_compact()
         for item in removed:
             self._notify("expire", item)
         return len(removed)
 
-    # -- single-flight loads ---------------------------------------------------------------
-
-    def get_or_set(
-        self,
-        key: Hashable,
-        factory: Callable[[], T],
-        ttl: float | None = None,
-        tags: Iterable[Hashable] = (),
-        # Not keyword-only on purpose: CPython fills keyword-only defaults with a dict
-        # lookup each, which made every hit ~20% slower. Pass them by keyword.
-        early_refresh: float | None = None,
-        stale_while_revalidate: float | None = None,
-        stale_if_error: float | None = None,
-        negative_ttl: float | None = None,
-        negative_exceptions: ExceptionTypes = (),
-    ) -> T:
-        """Return the live value for ``key``, or compute it once with ``factory`` and store it.
-
-        Single-flight across threads: concurrent misses on one key run ``factory``
-        once, and the other callers wait for its result. If ``factory`` raises, every
-        waiter gets that exception, nothing is cached, and the key is free for the
-        next caller. If the key is deleted, overwritten or cleared while ``factory``
-        runs, the result is returned but not stored.
-
-        Freshness options (``docs/freshness.md``; all off by default, seconds on the
-        cache's timer). Background refreshes of a sync ``factory`` run on the
-        ``refresh_executor`` (the runtime's worker), never one thread per key:
-
-        :param early_refresh: XFetch ``beta``: a hit shortly before expiry starts one
-            background refresh, with a probability rising to 1 at expiry, scaled by how
-            long ``factory`` took last time. ``1.0`` is the usual choice.
-        :param stale_while_revalidate: for this long after expiry, return the expired
-            value at once and refresh it in the background (one refresh per key).
-        :param stale_if_error: for this long after expiry, if ``factory`` raises,
-            return the expired value instead; retry in the background with exponential
-            backoff and jitter (the cache's ``retry_backoff``), logging once per streak.
-        :param negative_ttl: cache a ``None`` result (and ``negative_exceptions``) for
-            this long instead of ``ttl``.
-        :param negative_exceptions: exception types meaning "not found" (such as
-            ``LookupError``): cached for ``negative_ttl`` and re-raised, as a fresh copy
-            of the same type and args, to every caller until then.
-        :raises UnhashableKeyError: if ``key`` is not hashable.
-        :raises ConfigurationError: for an invalid freshness option.
-        :raises Exception: whatever ``factory`` raised (unless a stale value is served).
-        """
-        if early_refresh is None:  # the hit path: one check more than get()
-            value = self.get(key, _MISSING)
-            if value is not _MISSING:
-                return _unwrap(value) if negative_exceptions else value
-        policy, value, refresh = self._fresh_start(
-            key,
-            early_refresh,
-            stale_while_revalidate,
-            stale_if_error,
-            negative_ttl,
-            negative_exceptions,
-        )
-        if refresh:
-            self._refresh_in_thread(key, factory, ttl, tuple(tags), policy)  # type: ignore[arg-type]
-        if value is not _MISSING:
-            return _unwrap(value)
-        tags = tuple(tags)
-        shard = self._shard_for(key)
-        while True:
-            flight, leader, value = self._join_flight(shard, key, tags)
-            if value is not _MISSING:
-                return value if policy is None else _unwrap(value)
-            if not leader:
-                flight.wait()
-                if flight.retry:
-                    continue
-                if flight.error is not None:
-                    return self._stale_or_raise(key, policy, flight.error)
-                return flight.value
-            started = self._timer()
-            try:
-                value = factory()
-            except Exception as exc:
-                return self._load_failed(shard, key, flight, exc, tags, policy)
-            except BaseException:
-                self._finish_flight(shard, key, flight, retry=True)
-                raise
-            self._load_done(shard, key, flight, value, ttl, tags, policy, self._timer() - started)
-            return value
-
-    async def aget_or_set(
-        self,
-        key: Hashable,
-        factory: Callable[[], Awaitable[T]],
-        ttl: float | None = None,
-        tags: Iterable[Hashable] = (),
-        # Not keyword-only on purpose: CPython fills keyword-only defaults with a dict
-        # lookup each, which made every hit ~20% slower. Pass them by keyword.
-        early_refresh: float | None = None,
-        stale_while_revalidate: float | None = None,
-        stale_if_error: float | None = None,
-        negative_ttl: float | None = None,
-        negative_exceptions: ExceptionTypes = (),
-    ) -> T:
-        """The asyncio form of :meth:`get_or_set`: ``factory`` returns an awaitable.
-
-        Waiters await a future, so no thread blocks in the event loop. Loads are shared
-        with :meth:`get_or_set` callers in other threads. If the leading task is
-        cancelled, one of the waiters takes over the load, and the others keep waiting.
-        Background refreshes run as tasks on the running loop; :meth:`close` and
-        :meth:`aclose` cancel them. The freshness options are those of :meth:`get_or_set`.
-
-        :raises TypeError: if ``factory`` does not return an awaitable.
-        """
-        if early_refresh is None:
-            value = self.get(key, _MISSING)
-            if value is not _MISSING:
-                return _unwrap(value) if negative_exceptions else value
-        policy, value, refresh = self._fresh_start(
-            key,
-            early_refresh,
-            stale_while_revalidate,
-            stale_if_error,
-            negative_ttl,
-            negative_exceptions,
-        )
-        if refresh:
-            self._refresh_as_task(key, factory, ttl, tuple(tags), policy)  # type: ignore[arg-type]
-        if value is not _MISSING:
-            return _unwrap(value)
-        tags = tuple(tags)
-        shard = self._shard_for(key)
-        while True:
-            flight, leader, value = self._join_flight(shard, key, tags)
-            if value is not _MISSING:
-                return value if policy is None else _unwrap(value)
-            if not leader:
-                waiter = flight.async_waiter()
-                if waiter is not None:
-                    await waiter
-                if flight.retry:
-                    continue
-                if flight.error is not None:
-                    return self._stale_or_raise(key, policy, flight.error)
-                return flight.value
-            started = self._timer()
-            try:
-                value = await _call_async(factory)
-            except Exception as exc:
-                return self._load_failed(shard, key, flight, exc, tags, policy)
-            except BaseException:  # cancelled: let a waiter lead instead
-                self._finish_flight(shard, key, flight, retry=True)
-                raise
-            self._load_done(shard, key, flight, value, ttl, tags, policy, self._timer() - started)
-            return value
-
-    def _join_flight(
-        self, shard: _Shard, key: Hashable, tags: tuple[Hashable, ...]
-    ) -> tuple[Flight, bool, Any]:
-        """Under the shard lock: return a live value, or the flight to lead or to wait on."""
-        with shard.lock:
-            item = self._data.get(key)
-            if item is not None and self._alive(item, self._timer()):
-                item[_VISITED] = True
-                return None, False, item[_VALUE]  # type: ignore[return-value]
-            flight = shard.flights.get(key)
-            if flight is not None:
-                return flight, False, _MISSING
-            flight = Flight(self._gens_for(tags) if tags else _NO_GENS)
-            shard.flights[key] = flight
-            return flight, True, _MISSING
-
-    def _finish_flight(
-        self,
-        shard: _Shard,
-        key: Hashable,
-        flight: Flight,
-        *,
-        value: Any = None,
-        error: BaseException | None = None,
-        retry: bool = False,
-        ttl: float | None = None,
-        tags: tuple[Hashable, ...] = (),
-        stored: Any = _SAME,
-        meta: EntryMeta | None = None,
-    ) -> None:
-        """Store ``stored`` (by default the leader's value, if it succeeded) unless the
-        flight went stale, then wake the waiters with ``value``/``error``/``retry``."""
-        if stored is _SAME:
-            stored = value if error is None and not retry else _MISSING
-        item = evicted = None
-        with shard.lock:
-            if shard.flights.get(key) is flight:
-                del shard.flights[key]
-            if stored is not _MISSING and not flight.stale:
-                now = self._timer()
-                expires_at = now + self._ttl if ttl is None else self._expiry(ttl, now)
-                if expires_at > now:
-                    item, evicted = self._store_locked(
-                        shard, key, stored, expires_at, flight.gens, now, flight
-                    )
-                    item[_META] = meta
-        flight.resolve(value, error, retry)
-        if self._listener is not None:
-            if evicted is not None:
-                self._notify("evict", evicted)
-            if item is not None:
-                self._listener("set", key, stored, item[_VERSION], item[_EXPIRES], tags)
-
-    # -- freshness: stale reads, background refreshes, failures ----------------------------
-
-    def _fresh_start(
-        self,
-        key: Hashable,
-        early_refresh: float | None,
-        stale_while_revalidate: float | None,
-        stale_if_error: float | None,
-        negative_ttl: float | None,
-        negative_exceptions: ExceptionTypes,
-    ) -> tuple[FreshnessPolicy | None, Any, bool]:
-        """After get_or_set's hit check: ``(policy, value or _MISSING, refresh?)``.
-
-        Without ``early_refresh`` the caller's ``get`` already counted (and missed) the
-        read; with it, the read happens here so that a hit can see the entry's metadata.
-        """
-        if (
-            early_refresh is None
-            and stale_while_revalidate is None
-            and stale_if_error is None
-            and negative_ttl is None
-            and not negative_exceptions
-        ):
-            return None, _MISSING, False
-        policy = make_policy(
-            early_refresh, stale_while_revalidate, stale_if_error, negative_ttl, negative_exceptions
-        )
-        value, refresh = self._fresh_lookup(key, policy, counted=early_refresh is None)
-        return policy, value, refresh
-
-    def _fresh_lookup(
-        self, key: Hashable, policy: FreshnessPolicy, counted: bool
-    ) -> tuple[Any, bool]:
-        """Return ``(value or _MISSING, start_a_background_refresh)`` under ``policy``.
-
-        Lock-free like :meth:`get`. A fresh hit may ask for an early (XFetch) refresh; an
-        expired entry within its stale window is returned (it counts as a miss, and in
-        ``stale_served``) and asks for a refresh unless one failed recently (backoff).
-        ``counted``: a ``get`` just counted this read; otherwise misses go through ``get``.
-        """
-        try:
-            item = self._data.get(key)
-        except TypeError:
-            raise UnhashableKeyError(key) from None
-        if item is not None and self._usable(item):
-            now = self._timer()
-            expires_at = item[_EXPIRES]
-            meta = item[_META]
-            if expires_at > now:
-                if not counted:
-                    if not item[_VISITED]:
-                        item[_VISITED] = True
-                    self._hits += 1
-                refresh = (
-                    policy.early_refresh > 0
-                    and meta is not None
-                    and meta.retry_at <= now
-                    and xfetch_due(now, expires_at, meta.delta, policy.early_refresh, self._rng)
-                )
-                return item[_VALUE], refresh
-            refresher = self._refresher
-            if meta is not None and not refresher.closed:
-                age = now - expires_at
-                if age < policy.stale_while_revalidate or (
-                    meta.failures and age < policy.stale_if_error
-                ):
-                    if not counted:
-                        self._misses += 1
-                    refresher.stale_served += 1
-                    return item[_VALUE], meta.retry_at <= now
-        if counted:
-            return _MISSING, False
-        # A miss: get() counts it, drops a dead entry and may ask a second tier.
-        return self.get(key, _MISSING), False
+    # -- freshness invariants of the store -------------------------------------------------
 
     def _usable(self, item: _Item) -> bool:
         """Not invalidated by tags or a deferred pattern delete (expiry not checked)."""
@@ -986,241 +542,6 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
             and item[_EXPIRES] + meta.keep > now
             and self._usable(item)
         )
-
-    def _claim_refresh(
-        self, shard: _Shard, key: Hashable, tags: tuple[Hashable, ...]
-    ) -> Flight | None:
-        """Register a background flight for ``key``; None if one runs or the cache closed."""
-        with shard.lock:
-            if self._refresher.closed or key in shard.flights:
-                return None
-            flight = Flight(self._gens_for(tags) if tags else _NO_GENS, background=True)
-            shard.flights[key] = flight
-            return flight
-
-    def _refresh_in_thread(
-        self,
-        key: Hashable,
-        factory: Callable[[], Any],
-        ttl: float | None,
-        tags: tuple[Hashable, ...],
-        policy: FreshnessPolicy,
-    ) -> None:
-        shard = self._shard_for(key)
-        flight = self._claim_refresh(shard, key, tags)
-        if flight is None:
-            return
-        run = functools.partial(self._run_refresh, shard, key, flight, factory, ttl, tags, policy)
-        if not self._refresher.submit(run):
-            self._finish_flight(shard, key, flight, retry=True)
-
-    def _run_refresh(
-        self,
-        shard: _Shard,
-        key: Hashable,
-        flight: Flight,
-        factory: Callable[[], Any],
-        ttl: float | None,
-        tags: tuple[Hashable, ...],
-        policy: FreshnessPolicy,
-    ) -> None:
-        """A sync background refresh, on the refresh executor. Never raises."""
-        if self._refresher.closed:  # queued before close(): abandon without calling factory
-            self._finish_flight(shard, key, flight, retry=True)
-            return
-        started = self._timer()
-        try:
-            value = factory()
-        except Exception as exc:
-            self._load_failed(shard, key, flight, exc, tags, policy, background=True)
-            return
-        except BaseException:
-            self._finish_flight(shard, key, flight, retry=True)
-            raise
-        self._load_done(shard, key, flight, value, ttl, tags, policy, self._timer() - started)
-
-    def _refresh_as_task(
-        self,
-        key: Hashable,
-        factory: Callable[[], Awaitable[Any]],
-        ttl: float | None,
-        tags: tuple[Hashable, ...],
-        policy: FreshnessPolicy,
-    ) -> None:
-        shard = self._shard_for(key)
-        flight = self._claim_refresh(shard, key, tags)
-        if flight is None:
-            return
-        coro = self._arun_refresh(shard, key, flight, factory, ttl, tags, policy)
-        if not self._refresher.spawn(coro):
-            self._finish_flight(shard, key, flight, retry=True)
-
-    async def _arun_refresh(
-        self,
-        shard: _Shard,
-        key: Hashable,
-        flight: Flight,
-        factory: Callable[[], Awaitable[Any]],
-        ttl: float | None,
-        tags: tuple[Hashable, ...],
-        policy: FreshnessPolicy,
-    ) -> None:
-        """An async background refresh, as a task on the loop that asked for it."""
-        started = self._timer()
-        try:
-            value = await _call_async(factory)
-        except Exception as exc:
-            self._load_failed(shard, key, flight, exc, tags, policy, background=True)
-            return
-        except BaseException:  # cancelled by close(): store nothing, let waiters retry
-            self._finish_flight(shard, key, flight, retry=True)
-            raise
-        self._load_done(shard, key, flight, value, ttl, tags, policy, self._timer() - started)
-
-    def _load_done(
-        self,
-        shard: _Shard,
-        key: Hashable,
-        flight: Flight,
-        value: Any,
-        ttl: float | None,
-        tags: tuple[Hashable, ...],
-        policy: FreshnessPolicy | None,
-        took: float,
-    ) -> None:
-        """Store a factory's result: ``None`` for ``negative_ttl``, else with its metadata."""
-        if policy is None:
-            self._finish_flight(shard, key, flight, value=value, ttl=ttl, tags=tags)
-        elif value is None and policy.negative_ttl is not None:
-            self._finish_flight(shard, key, flight, value=None, ttl=policy.negative_ttl, tags=tags)
-        else:
-            meta = policy.meta(took)
-            self._finish_flight(shard, key, flight, value=value, ttl=ttl, tags=tags, meta=meta)
-
-    def _load_failed(
-        self,
-        shard: _Shard,
-        key: Hashable,
-        flight: Flight,
-        error: Exception,
-        tags: tuple[Hashable, ...],
-        policy: FreshnessPolicy | None,
-        *,
-        background: bool = False,
-    ) -> Any:
-        """Handle a factory's exception; return a stale value to serve, or raise ``error``.
-
-        A "not found" exception is cached for ``negative_ttl``. Otherwise the failure
-        is counted on the entry (backoff before the next refresh), and within
-        ``stale_if_error`` the stale value is returned instead. In the background
-        nothing is raised: the failure is logged once per streak.
-        """
-        if policy is not None and policy.is_negative(error):
-            cached = CachedError(error)
-            self._finish_flight(
-                shard, key, flight, error=error, stored=cached, ttl=policy.negative_ttl, tags=tags
-            )
-        else:
-            stale = _MISSING
-            if policy is not None:
-                stale = self._note_failure(shard, key, policy, error, background)
-            if stale is not _MISSING and not background:
-                self._finish_flight(shard, key, flight, value=stale, stored=_MISSING)
-                return _unwrap(stale)
-            self._finish_flight(shard, key, flight, error=error)
-        if background:
-            return None
-        raise error
-
-    def _note_failure(
-        self,
-        shard: _Shard,
-        key: Hashable,
-        policy: FreshnessPolicy,
-        error: Exception,
-        background: bool,
-    ) -> Any:
-        """Count a failed load on the stored entry; return its value if it may be served."""
-        now = self._timer()
-        stale = _MISSING
-        failures = 0
-        with shard.lock:
-            item = self._data.get(key)
-            if item is not None and item[_META] is not None and self._usable(item):
-                meta = item[_META]
-                meta.failures = failures = meta.failures + 1
-                meta.retry_at = now + self._backoff.delay(failures, self._rng)
-                age = now - item[_EXPIRES]
-                if age < 0 or age < policy.stale_if_error:
-                    stale = item[_VALUE]
-        if background:
-            self._refresher.refresh_failures += 1
-        if background or stale is not _MISSING:
-            level = logging.WARNING if failures <= 1 else logging.DEBUG
-            logger.log(
-                level,
-                "cacheplug: loading %r failed (%s: %s); %s, next retry after backoff",
-                key,
-                type(error).__name__,
-                error,
-                "serving the stale value" if stale is not _MISSING else "keeping what is cached",
-                exc_info=level == logging.WARNING,
-            )
-        return stale
-
-    def _stale_or_raise(
-        self, key: Hashable, policy: FreshnessPolicy | None, error: BaseException
-    ) -> Any:
-        """For a waiter whose flight failed: the stale value under ``stale_if_error``, or raise."""
-        if policy is not None and policy.stale_if_error and not policy.is_negative(error):
-            item = self._data.get(key)
-            if (
-                item is not None
-                and item[_META] is not None
-                and self._usable(item)
-                and self._timer() - item[_EXPIRES] < policy.stale_if_error
-            ):
-                return _unwrap(item[_VALUE])
-        raise error
-
-    # -- lifecycle of background refreshes --------------------------------------------------
-
-    def set_refresh_executor(self, executor: RefreshExecutor | None) -> None:
-        """Run sync background refreshes on ``executor`` (``submit(fn)``); the runtime's
-        deferred worker. None returns to the cache's own small pool."""
-        self._refresher.executor = executor
-
-    def freshness_stats(self) -> FreshnessStats:
-        """Counters of stale reads and background refreshes (see :class:`FreshnessStats`)."""
-        return self._refresher.stats()
-
-    def close(self, timeout: float | None = 5.0) -> bool:
-        """Stop background refreshes; the cache stays usable as a plain cache.
-
-        Refreshes running now finish their factory but store nothing; queued ones
-        return without calling their factory; async ones are cancelled; the cache's own
-        refresh threads are joined. Afterwards ``get_or_set`` serves no stale value and
-        starts no refresh: a caller past expiry loads in the foreground. Idempotent.
-
-        :returns: False if a refresh thread was still running after ``timeout``.
-        """
-        self._abandon_refreshes()
-        return self._refresher.close(timeout)
-
-    async def aclose(self, timeout: float | None = 5.0) -> bool:
-        """:meth:`close`, then await the cancelled refresh tasks of the running loop."""
-        self._abandon_refreshes()
-        return await self._refresher.aclose(timeout)
-
-    def _abandon_refreshes(self) -> None:
-        refresher = self._refresher
-        refresher.closed = True  # before the sweep: no background flight starts after it
-        for shard in self._shards:
-            with shard.lock:
-                for flight in shard.flights.values():
-                    if flight.background and not flight.stale:
-                        flight.stale = True
-                        refresher.abandoned += 1
 
     # -- stats --------------------------------------------------------------------------
 
@@ -1245,33 +566,6 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
     def shard_evictions(self) -> list[int]:
         """Evictions per shard since creation (capacity evictions, not expirations)."""
         return [shard.evictions for shard in self._shards]
-
-    def sample_keys(self, n: int, rng: random.Random | None = None) -> list[Hashable]:
-        """Return up to ``n`` keys drawn at random (with replacement), without locking.
-
-        The cost is O(n) whatever the cache's size: it picks random slots of the shard
-        queues, weighted by shard size. A key may be expired but not yet removed.
-        For dashboards that estimate the key mix; not an exact census.
-        """
-        pick = rng or random
-        shards = [shard for shard in self._shards if shard.size]
-        if n <= 0 or not shards:
-            return []
-        weights = [shard.size for shard in shards]
-        rand = pick.random
-        keys: list[Hashable] = []
-        tries = 0
-        # Holes never outnumber live entries for long (compaction), so 3n tries suffice.
-        while len(keys) < n and tries < 3 * n:
-            batch = pick.choices(shards, weights, k=n - len(keys))
-            tries += len(batch)
-            for shard in batch:
-                queue = shard.queue  # a compaction swaps in a new list; this one stays valid
-                if queue:
-                    item = queue[int(rand() * len(queue))]
-                    if item is not None:
-                        keys.append(item[_KEY])
-        return keys
 
     # A cache is a container with identity, not a value: compare and hash by identity
     # (Mapping would compare contents and make the cache unhashable).
@@ -1357,7 +651,7 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         evicted = None
         if item is None:
             if shard.size >= shard.capacity:
-                evicted = self._evict_locked(shard, now)
+                evicted = shard.evict(now, self._alive)
             queue = shard.queue
             item = [value, expires_at, gens, False, version, len(queue), key, None]
             queue.append(item)
@@ -1376,32 +670,6 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
                 flight.stale = True
         return item, evicted
 
-    def _evict_locked(self, shard: _Shard, now: float) -> _Item:
-        """Evict one entry by SIEVE, taking any dead entry the hand meets on its way."""
-        queue = shard.queue
-        hand = shard.hand
-        end = len(queue)
-        while True:
-            if hand >= end:
-                hand = 0
-            item = queue[hand]
-            if item is None:
-                hand += 1
-                continue
-            alive = self._alive(item, now)
-            if alive and item[_VISITED]:
-                item[_VISITED] = False
-                hand += 1
-                continue
-            self._drop_locked(shard, item)
-            if alive:
-                shard.evictions += 1
-            else:
-                shard.expirations += 1
-            shard.hand = hand + 1
-            self._maybe_compact_locked(shard)
-            return item
-
     def _unlink_locked(self, shard: _Shard, key: Hashable) -> _Item | None:
         """Remove ``key`` if stored (live or not) and mark its in-flight load stale."""
         if shard.flights:
@@ -1411,28 +679,10 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
         item = self._data.get(key)
         if item is None:
             return None
-        self._drop_locked(shard, item)
+        shard.drop(item)
         shard.deletes += 1
-        self._maybe_compact_locked(shard)
+        shard.maybe_compact()
         return item
-
-    def _drop_locked(self, shard: _Shard, item: _Item) -> None:
-        del self._data[item[_KEY]]
-        shard.queue[item[_SLOT]] = None
-        shard.holes += 1
-        shard.size -= 1
-
-    def _maybe_compact_locked(self, shard: _Shard) -> None:
-        """Squeeze the holes out of the queue once they outnumber the live entries."""
-        if shard.holes <= 32 or shard.holes <= shard.size:
-            return
-        queue, hand = shard.queue, shard.hand
-        live = [item for item in queue if item is not None]
-        shard.hand = sum(1 for item in queue[:hand] if item is not None)
-        for slot, item in enumerate(live):
-            item[_SLOT] = slot
-        shard.queue = live
-        shard.holes = 0
 
     def _remove_dead(self, item: _Item) -> None:
         """Lazily remove an entry that a read found expired or invalidated."""
@@ -1447,9 +697,9 @@ class ShardedTTLCache(MutableMapping[Hashable, Any]):
                 return
             if item[_META] is not None and self._retained(item, now):  # kept for stale reads
                 return
-            self._drop_locked(shard, item)
+            shard.drop(item)
             shard.expirations += 1
-            self._maybe_compact_locked(shard)
+            shard.maybe_compact()
         self._notify("expire", item)
 
     def _notify(self, event: str, item: _Item) -> None:
