@@ -35,26 +35,16 @@ options ``MAX_TTL``, ``MAX_BODY_BYTES``, ``MAX_VARIANTS``, ``CACHEABLE_STATUSES`
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
-import inspect
-import io
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.cache import caches
-from django.core.exceptions import (
-    BadRequest,
-    DisallowedHost,
-    ImproperlyConfigured,
-    PermissionDenied,
-    SuspiciousOperation,
-)
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
-from django.http.multipartparser import MultiPartParserError
+from django.core.exceptions import DisallowedHost, ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.cache import patch_vary_headers
 
 from cacheplug.cache import ShardedTTLCache
@@ -63,48 +53,22 @@ from cacheplug.http import (
     X_CACHE_STALE,
     CachedResponse,
     HttpCachePolicy,
-    RefreshGuard,
     RequestDecision,
     add_variant,
-    refresh_environ,
-    request_headers_from_environ,
     select_stale,
     variants_ttl,
     within_stale_if_error,
     within_stale_while_revalidate,
 )
 
+from ._meta import MetaHeaders
+from ._stale import _CLIENT_ERRORS, _STATE, PageRefresher, Produce, _release
+from ._stale import _REFRESHING as _REFRESHING  # re-exported: the tests reset it
+
 __all__ = ("CacheMiddleware", "PageCache", "cache_response")
 
 logger = logging.getLogger("cacheplug.integrations.django")
 
-#: Produces the response to a request: the rest of the middleware chain, or the view
-#: (with its URL arguments bound). May return an awaitable (async chain or view).
-Produce = Callable[[HttpRequest], Any]
-
-_MISSING: Any = object()
-_STATE: Final = "_cacheplug_page"
-#: ``(store id, key)`` of the pages being refreshed in this process: one refresh per key.
-_REFRESHING: Final = RefreshGuard()
-#: What Django answers with a 4xx (``response_for_exception``): not an error under RFC
-#: 5861, so it never brings out a stale-if-error entry.
-_CLIENT_ERRORS: Final = (
-    Http404,
-    PermissionDenied,
-    BadRequest,
-    SuspiciousOperation,
-    MultiPartParserError,
-)
-#: Per-request values Django caches on the request; a refresh copy recomputes them.
-_DERIVED: Final = (
-    _STATE,
-    "headers",
-    "accepted_types",
-    "accepted_types_by_precedence",
-    "_body",
-    "_post",
-    "_files",
-)
 #: Settings keys -> HttpCachePolicy keyword.
 _POLICY_SETTINGS: Final = {
     "DEFAULT_TTL": "default_ttl",
@@ -117,50 +81,6 @@ _POLICY_SETTINGS: Final = {
     "HONOR_REQUEST_NO_CACHE": "honor_request_no_cache",
 }
 _SETTINGS: Final = frozenset({"ALIAS", "KEY_PREFIX", *_POLICY_SETTINGS})
-_META_KEYS: dict[str, str] = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
-
-
-def _meta_key(name: str) -> str:
-    key = _META_KEYS.get(name)
-    if key is None:
-        key = "HTTP_" + name.upper().replace("-", "_")
-        if len(_META_KEYS) < 1024:
-            _META_KEYS[name] = key
-    return key
-
-
-class MetaHeaders(Mapping[str, str]):
-    """``request.META`` seen as the policy's request-header mapping, read lazily.
-
-    The same names and values as :func:`cacheplug.http.request_headers_from_environ`, but
-    only the few headers the policy asks for are ever looked at.
-    """
-
-    __slots__ = ("_meta",)
-
-    def __init__(self, meta: Mapping[str, Any]) -> None:
-        self._meta = meta
-
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
-        value = self._meta.get(_meta_key(name)) if type(name) is str else None
-        if type(value) is not str or (not value and name in ("content-type", "content-length")):
-            return default
-        return value.strip(" \t")
-
-    def __getitem__(self, name: str) -> str:
-        value = self.get(name, _MISSING)
-        if value is _MISSING:
-            raise KeyError(name)
-        return value
-
-    def __contains__(self, name: object) -> bool:
-        return self.get(name, _MISSING) is not _MISSING  # type: ignore[arg-type]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(request_headers_from_environ(self._meta))
-
-    def __len__(self) -> int:
-        return len(request_headers_from_environ(self._meta))
 
 
 def _build_response(status: int, headers: list[tuple[str, str]], body: bytes) -> HttpResponse:
@@ -171,47 +91,6 @@ def _build_response(status: int, headers: list[tuple[str, str]], body: bytes) ->
     for name, value in headers:
         store[name] = (name, value)
     return response
-
-
-def _release(response: HttpResponseBase) -> None:
-    """Run the closers of a response nobody will send (files, iterators).
-
-    Not ``response.close()``: that also sends ``request_finished``, and the request that
-    made this response (a refresh, or a 5xx replaced by a stale entry) is not over yet.
-    """
-    closers = response._resource_closers
-    for closer in closers:
-        try:
-            closer()
-        except Exception:
-            logger.debug("closing a discarded response failed", exc_info=True)
-    closers.clear()
-
-
-def _refresh_request(request: HttpRequest) -> HttpRequest:
-    """A copy of ``request`` for a refresh: a GET without conditional/cache-control headers.
-
-    A shallow copy rather than a new request: under :class:`CacheMiddleware` the original
-    never went down the chain (the stale response answered first), so it holds only what
-    the handler set; under :func:`cache_response` it carries what the middleware set
-    (``session``, ``user``), which the view expects. Values cached from ``META`` or the
-    body are dropped so the copy computes its own.
-    """
-    clone = copy.copy(request)
-    meta = refresh_environ(request.META)
-    clone.META = meta
-    if "environ" in clone.__dict__:  # WSGIRequest: environ and META are one dict
-        clone.environ = meta  # type: ignore[attr-defined]
-    clone.method = "GET"
-    for name in _DERIVED:
-        clone.__dict__.pop(name, None)
-    clone._stream = io.BytesIO()  # type: ignore[attr-defined]
-    clone._read_started = False  # type: ignore[attr-defined]
-    return clone
-
-
-async def _awaited(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
 
 
 class PageCache:
@@ -230,6 +109,7 @@ class PageCache:
         self._store: ShardedTTLCache | None = None
         # Refreshes that had to finish as tasks on the event loop, referenced until done.
         self._tasks: set[asyncio.Task[None]] = set()
+        self._refresher = PageRefresher(self, self._tasks)
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> PageCache:
@@ -334,7 +214,7 @@ class PageCache:
                         # calls once the body is out (WSGI: before request_finished closes
                         # the database connections; ASGI: in a sync_to_async thread).
                         response._resource_closers.append(
-                            functools.partial(self._refresh, request, key, refresh)
+                            functools.partial(self._refresher.refresh, request, key, refresh)
                         )
                         return response
                     if within_stale_if_error(stale, now):
@@ -449,91 +329,6 @@ class PageCache:
         )
         return _build_response(status, pairs, body)
 
-    # -- stale-while-revalidate ----------------------------------------------------------
-
-    def _refresh(self, request: HttpRequest, key: str, produce: Produce) -> None:
-        """Refresh ``key`` from a copy of ``request`` unless a refresh of it is running.
-
-        Runs from the stale response's ``close()``, in the thread that served it, and
-        never raises: a failed refresh stores nothing and the stale entry stays until
-        its window ends. The key is claimed here, not when the stale response was
-        built, so a response whose ``close()`` never comes (replaced by an outer
-        middleware) cannot block the key's refreshes for good; the freshness check
-        after the claim keeps a later stale response from refreshing a second time.
-        """
-        guard: Hashable = (id(self.store), key)
-        if not _REFRESHING.claim(guard):
-            return
-        handed_off = False
-        try:
-            clone = _refresh_request(request)
-            headers = MetaHeaders(clone.META)
-            decision = self.policy.request_decision("GET", headers)
-            if self.policy.select(self.store.get(key), headers, decision) is not None:
-                return  # an earlier request's refresh already stored a fresh copy
-            clone.__dict__[_STATE] = (decision, key, headers, None)
-            result = produce(clone)
-            if inspect.isawaitable(result):
-                handed_off = self._finish_async(result, clone, key, guard)
-            else:
-                self._store_refresh(clone, key, result)
-        except Exception:
-            logger.warning(
-                "cacheplug: refreshing the stale page %s failed; it is served stale until "
-                "its stale-while-revalidate window ends",
-                key,
-                exc_info=True,
-            )
-        finally:
-            if not handed_off:
-                _REFRESHING.release(guard)
-
-    def _finish_async(
-        self, awaitable: Awaitable[Any], clone: HttpRequest, key: str, guard: Hashable
-    ) -> bool:
-        """Finish an async refresh; True if a task now owns ``guard`` (and releases it)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            # The usual case: Django's ASGIHandler calls close() through sync_to_async, so
-            # this is a worker thread and async_to_sync runs the chain on the server's loop.
-            self._store_refresh(clone, key, async_to_sync(_awaited)(awaitable))
-            return False
-        # close() was called on the event loop itself, where async_to_sync cannot run:
-        # finish as a task, referenced until it is done.
-        task = loop.create_task(self._refresh_task(awaitable, clone, key, guard))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return True
-
-    async def _refresh_task(
-        self, awaitable: Awaitable[Any], clone: HttpRequest, key: str, guard: Hashable
-    ) -> None:
-        try:
-            self._store_refresh(clone, key, await awaitable)
-        except Exception:
-            logger.warning("cacheplug: refreshing the stale page %s failed", key, exc_info=True)
-        finally:
-            _REFRESHING.release(guard)
-
-    def _store_refresh(self, clone: HttpRequest, key: str, response: HttpResponseBase) -> None:
-        """Store a refresh's response through :meth:`save`, unless it is a 5xx."""
-        try:
-            status = response.status_code
-            if status >= 500:  # an error must not replace the stale copy it was to refresh
-                logger.warning(
-                    "cacheplug: refreshing the stale page %s answered %d; nothing stored",
-                    key,
-                    status,
-                )
-                return
-            before = self.store.get(key)
-            self.save(clone, response)
-            if self.store.get(key) is before:
-                logger.debug("cacheplug: the refresh of %s answered %d, not storable", key, status)
-        finally:
-            _release(response)
-
 
 class CacheMiddleware:
     """Site-wide page cache; put it first in ``MIDDLEWARE``. Sync and async capable.
@@ -563,7 +358,7 @@ class CacheMiddleware:
         return self.page_cache.call(request, self.get_response)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        # A stale-while-revalidate refresh awaits self.get_response too: see PageCache._refresh.
+        # A stale-while-revalidate refresh awaits self.get_response too: see PageRefresher.refresh.
         hit = self.page_cache.lookup(request, self.get_response)
         if hit is not None:
             return hit

@@ -18,7 +18,7 @@ the session, and may add ``Set-Cookie`` and ``Vary: Cookie``, after every
 
 RFC 5861: an early lookup that finds only a stale entry inside its
 ``stale-while-revalidate`` window answers with it (``X-Cache: STALE``) and refreshes it
-from the body's ``close()``, after the server sent it (:func:`refresh_stale`). An entry
+from the body's ``close()``, after the server sent it (:mod:`._refresh`). An entry
 inside its ``stale-if-error`` window is left to the view (:mod:`.decorators`), which
 alone sees the view fail.
 """
@@ -26,11 +26,8 @@ alone sees the view fail.
 from __future__ import annotations
 
 import functools
-import io
-import logging
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.wsgi import ClosingIterator
 
@@ -39,17 +36,25 @@ from cacheplug.http import (
     X_CACHE,
     X_CACHE_STALE,
     BodyBuffer,
-    CachedResponse,
     HttpCachePolicy,
-    RefreshGuard,
-    RequestDecision,
     StoreDecision,
-    add_variant,
-    refresh_environ,
     select_stale,
-    variants_ttl,
     within_stale_while_revalidate,
 )
+
+# The refresh and the store pieces are re-exported: this module was their home.
+from ._refresh import _REFRESHING as _REFRESHING
+from ._refresh import REFRESH, refresh_stale
+from ._store import (
+    STORE_PLAN,
+    EnvironHeaders,
+    StartResponse,
+    StorePlan,
+    WSGIApp,
+    content_length,
+    store_entry,
+)
+from ._store import store_variant as store_variant
 
 if TYPE_CHECKING:
     from .extension import FlaskPlugState
@@ -66,28 +71,12 @@ __all__ = (
     "sorted_query",
 )
 
-logger = logging.getLogger("cacheplug.integrations.flask")
-
-#: The environ key under which ``@cached`` leaves its :class:`StorePlan`.
-STORE_PLAN = "cacheplug.store_plan"
 #: The environ key of the request's early slot as the WSGI layer saw it (before any
 #: middleware inside ``app.wsgi_app`` could rewrite scheme, host or path).
 EARLY_SLOT = "cacheplug.early_slot"
-#: The environ key that marks a ``stale-while-revalidate`` refresh: ``@cached`` then
-#: never answers with the stale entry it is refreshing.
-REFRESH = "cacheplug.refresh"
-#: ``(cache id, key)`` of the views being refreshed in this process: one refresh per key.
-_REFRESHING: Final = RefreshGuard()
-#: Environ keys a refresh does not inherit: cacheplug's per-request marks, and the
-#: objects Werkzeug and Flask hang on the environ (the request, a test client's
-#: context-preserving hook).
-_REQUEST_PRIVATE: Final = ("cacheplug.", "werkzeug.")
 _EARLY_INDEX_MAX = 10_000
 _MOUNTED = "cacheplug.mounted"
 _ORIGIN_MEMO_MAX = 1024
-
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 def _status_lines() -> dict[int, str]:
@@ -97,60 +86,6 @@ def _status_lines() -> dict[int, str]:
 
 
 _STATUS_LINE = _status_lines()
-_ENVIRON_NAMES: dict[str, str] = {
-    "content-type": "CONTENT_TYPE",
-    "content-length": "CONTENT_LENGTH",
-}
-
-
-def _environ_name(name: str) -> str:
-    """``"accept-encoding"`` -> ``"HTTP_ACCEPT_ENCODING"`` (memoized: few names recur)."""
-    key = _ENVIRON_NAMES.get(name)
-    if key is None:
-        key = "HTTP_" + name.upper().replace("-", "_")
-        if len(_ENVIRON_NAMES) < 1024:
-            _ENVIRON_NAMES[name] = key
-    return key
-
-
-class EnvironHeaders(Mapping[str, str]):
-    """A read-only view of a WSGI environ as the policy's request-header mapping.
-
-    Same names and values as :func:`cacheplug.http.request_headers_from_environ`, but
-    nothing is copied: a lookup reads one environ key, which keeps the hit path cheap.
-    """
-
-    __slots__ = ("_environ",)
-
-    def __init__(self, environ: Mapping[str, Any]) -> None:
-        self._environ = environ
-
-    def __getitem__(self, name: str) -> str:
-        value = self.get(name)
-        if value is None:
-            raise KeyError(name)
-        return value
-
-    def get(self, name: str, default: Any = None) -> Any:  # the hot path: no exceptions
-        value = self._environ.get(_environ_name(name))
-        if value is None or not isinstance(value, str):
-            return default
-        return value.strip(" \t")
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        for key, value in self._environ.items():
-            if not isinstance(value, str):
-                continue
-            if key.startswith("HTTP_"):
-                yield key[5:].replace("_", "-").lower()
-            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                yield key.replace("_", "-").lower()
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
 
 
 def sorted_query(query: str) -> str:
@@ -163,15 +98,6 @@ def sorted_query(query: str) -> str:
     params = [p for p in query.split("&") if p]
     params.sort(key=lambda p: p.partition("=")[0])
     return "&".join(params)
-
-
-def _content_length(headers: list[tuple[str, str]]) -> int | None:
-    """The response's ``Content-Length`` as an int, or None if absent or malformed."""
-    for name, value in headers:
-        if name.lower() == "content-length":
-            value = value.strip()
-            return int(value) if value.isdigit() else None
-    return None
 
 
 def early_slot(environ: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -226,22 +152,6 @@ class OriginKeys:
             self._memo.clear()
         self._memo[slot] = origin
         return origin
-
-
-@dataclass(slots=True)
-class StorePlan:
-    """What ``@cached`` decided before its view ran; the WSGI layer acts on the response.
-
-    :ivar key: the cache key of the URL's variants.
-    :ivar decision: the policy's request decision (``X-Cache``, store, invalidate).
-    :ivar policy: the policy to store with (its ``default_ttl`` is the view's timeout).
-    :ivar tags: tags for the stored entry.
-    """
-
-    key: str
-    decision: RequestDecision
-    policy: HttpCachePolicy
-    tags: tuple[str, ...] = ()
 
 
 class CachePlugWSGI:
@@ -317,7 +227,7 @@ class CachePlugWSGI:
         decision = plan.policy.response_store_decision(status, headers, request_headers, now)
         if not decision.store:
             return app_iter
-        length = _content_length(headers)
+        length = content_length(headers)
         if length is not None and length <= plan.policy.max_body_bytes:
             # A body of declared, bounded size (every non-streamed Flask response): read
             # it now and store it as the request ends, not when (and only if) the server
@@ -329,7 +239,8 @@ class CachePlugWSGI:
                 if close is not None:
                     close()
             if len(body) == length:
-                self._store(plan, status, headers, body, request_headers, decision)
+                cache = state.runtime.cache
+                store_entry(cache, plan, status, headers, body, request_headers, decision)
             return [body]
         return self._stream_and_store(app_iter, plan, status, headers, request_headers, decision)
 
@@ -395,139 +306,5 @@ class CachePlugWSGI:
                 close()
         # Reached only when the body ran to its end (not on a client disconnect).
         if not buffer.overflowed:
-            self._store(plan, status, headers, buffer.body, request_headers, decision)
-
-    def _store(
-        self,
-        plan: StorePlan,
-        status: int,
-        headers: list[tuple[str, str]],
-        body: bytes,
-        request_headers: Mapping[str, str],
-        decision: StoreDecision,
-    ) -> None:
-        _store_entry(
-            self.state.runtime.cache, plan, status, headers, body, request_headers, decision
-        )
-
-
-def _store_entry(
-    cache: Any,
-    plan: StorePlan,
-    status: int,
-    headers: list[tuple[str, str]],
-    body: bytes,
-    request_headers: Mapping[str, str],
-    decision: StoreDecision,
-) -> None:
-    policy = plan.policy
-    now = policy.clock()
-    entry = policy.make_entry(
-        status, headers, body, request_headers, decision, now=now, tags=plan.tags
-    )
-    if entry is not None:
-        store_variant(cache, plan.key, entry, policy, now)
-
-
-def refresh_stale(
-    wsgi_app: WSGIApp, environ: Mapping[str, Any], state: FlaskPlugState, key: str
-) -> None:
-    """Refresh the stale entry under ``key`` now, unless a refresh of it is running.
-
-    Called from the ``close()`` of the stale response, in the thread that served it,
-    after the server sent it; never raises. ``wsgi_app`` (the app below this layer, or
-    Flask's own ``wsgi_app``) gets a copy of ``environ``: a GET without conditional and
-    cache-control headers, marked :data:`REFRESH`. The ``@cached`` view leaves its
-    :class:`StorePlan` as on any miss, and the response is stored by the same rules,
-    unless it is a 5xx: a failed refresh stores nothing, and the stale entry is served
-    until its window ends. The key is claimed here rather than when the stale response
-    was built, so a response whose ``close()`` never comes cannot block its key; the
-    freshness check after the claim keeps a later stale response from refreshing again.
-    """
-    cache = state.runtime.cache
-    guard = (id(cache), key)
-    if not _REFRESHING.claim(guard):
-        return
-    try:
-        fresh = _refresh_environ(environ)
-        headers = EnvironHeaders(fresh)
-        decision = state.policy.request_decision("GET", headers)
-        variants = cache.get(key)
-        if type(variants) is tuple and state.policy.select(variants, headers, decision):
-            return  # an earlier request's refresh already stored a fresh copy
-        _run_refresh(wsgi_app, fresh, cache, key)
-    except Exception:
-        logger.warning(
-            "cacheplug: refreshing the stale page %s failed; it is served stale until its "
-            "stale-while-revalidate window ends",
-            key,
-            exc_info=True,
-        )
-    finally:
-        _REFRESHING.release(guard)
-
-
-def _refresh_environ(environ: Mapping[str, Any]) -> dict[str, Any]:
-    fresh = {
-        name: value
-        for name, value in refresh_environ(environ).items()
-        if not name.startswith(_REQUEST_PRIVATE)
-    }
-    fresh.pop("CONTENT_LENGTH", None)
-    fresh.pop("CONTENT_TYPE", None)
-    fresh["wsgi.input"] = io.BytesIO()
-    fresh[REFRESH] = True
-    return fresh
-
-
-def _ignore_write(data: bytes) -> None:
-    """The ``write`` callable a refresh's ``start_response`` returns: nobody reads it."""
-
-
-def _run_refresh(wsgi_app: WSGIApp, environ: dict[str, Any], cache: Any, key: str) -> None:
-    """Call the app for a refresh, read the whole body, store it if the policy allows."""
-    captured: list[tuple[str, list[tuple[str, str]]]] = []
-
-    def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        captured.append((status, list(headers)))
-        return _ignore_write
-
-    with request_context.scope():
-        app_iter = wsgi_app(environ, capture)
-    plan: StorePlan | None = environ.get(STORE_PLAN)
-    buffer = BodyBuffer(plan.policy.max_body_bytes if plan is not None else 0)
-    try:
-        for chunk in app_iter:
-            if not buffer.feed(chunk):
-                break
-    finally:
-        close = getattr(app_iter, "close", None)
-        if close is not None:
-            close()
-    if plan is None or not plan.decision.store or not captured or buffer.overflowed:
-        logger.debug("cacheplug: the refresh of %s gave nothing to store", key)
-        return
-    status_line, headers = captured[-1]
-    status = int(status_line[:3])
-    if status >= 500:  # an error must not replace the stale copy it was to refresh
-        logger.warning("cacheplug: refreshing the stale page %s answered %d", key, status)
-        return
-    length = _content_length(headers)
-    request_headers = EnvironHeaders(environ)
-    decision = plan.policy.response_store_decision(status, headers, request_headers)
-    if not decision.store or (length is not None and length != buffer.size):
-        logger.debug("cacheplug: the refresh of %s answered %d, not storable", key, status)
-        return
-    _store_entry(cache, plan, status, headers, buffer.body, request_headers, decision)
-
-
-def store_variant(
-    cache: Any, key: str, entry: CachedResponse, policy: HttpCachePolicy, now: float
-) -> None:
-    """Add ``entry`` to the variants under ``key``; the entry's tags cover them all."""
-    old = cache.get(key)
-    variants = add_variant(old if type(old) is tuple else None, entry, policy.max_variants, now)
-    tags: set[Hashable] = set()
-    for variant in variants:
-        tags.update(variant.tags)
-    cache.set(key, variants, ttl=variants_ttl(variants, now), tags=tags)
+            cache = self.state.runtime.cache
+            store_entry(cache, plan, status, headers, buffer.body, request_headers, decision)

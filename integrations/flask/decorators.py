@@ -43,8 +43,10 @@ from cacheplug.http import (
     within_stale_while_revalidate,
 )
 
+from ._refresh import REFRESH, refresh_stale
 from ._response import hit_response
-from ._wsgi import REFRESH, STORE_PLAN, EnvironHeaders, StorePlan, refresh_stale, sorted_query
+from ._store import STORE_PLAN, EnvironHeaders, StorePlan
+from ._wsgi import sorted_query
 
 if TYPE_CHECKING:
     from .extension import FlaskCachePlug, FlaskPlugState
