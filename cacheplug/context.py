@@ -136,6 +136,24 @@ class RequestContext:
             initial[_REQUEST_ID] = request_id
         return _Scope(self, initial)
 
+    def enter(self, request_id: str | None = None) -> Token[dict[Hashable, Any] | None]:
+        """Open a fresh store, as :meth:`scope` does, and return the token that closes it.
+
+        For adapters' per-request hot path, where the context manager's calls show:
+        always pass the token to :meth:`exit` in a ``finally`` block.
+
+        :param request_id: the request's id, as for :meth:`scope`.
+        """
+        return self._var.set({} if request_id is None else {_REQUEST_ID: request_id})
+
+    def exit(self, token: Token[dict[Hashable, Any] | None]) -> None:
+        """Close the store :meth:`enter` opened: the previous state is restored.
+
+        :param token: the token :meth:`enter` returned.
+        :raises ValueError: the token was already used, or comes from another context.
+        """
+        self._var.reset(token)
+
     def get(self, name: str, default: Any = None) -> Any:
         """Return the value stored under ``name``, or ``default`` if absent or outside a scope.
 

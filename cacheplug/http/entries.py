@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .decisions import RequestDecision
+from .decisions import RequestDecision, StoreDecision
 from .directives import CacheControl
 from .etag import if_none_match_matches, not_modified_headers
 from .headers import X_CACHE, X_CACHE_HIT, Headers, RawHeaders, encode_asgi_headers
 
-__all__ = ("BodyBuffer", "CachedResponse", "add_variant", "variants_ttl")
+__all__ = ("BodyBuffer", "CachedResponse", "StorePlan", "add_variant", "variants_ttl")
 
 
 _FIELDS = (
@@ -179,6 +179,59 @@ class CachedResponse:
         if asgi:
             return self.status, self.hit_headers_asgi(now, x_cache), b"" if head else self.body
         return self.status, self.hit_headers(now, x_cache), b"" if head else self.body
+
+
+class StorePlan:
+    """How to store responses of one status and header set: the verdict plus the stored
+    headers, without the parts each body adds (``Content-Length`` if the app sent none,
+    a generated ``ETag``).
+
+    Built by :meth:`HttpCachePolicy.asgi_store_plan` (memoized, shared by every response
+    of that shape) or per response by :meth:`HttpCachePolicy.make_entry`; turned into a
+    :class:`CachedResponse` by :meth:`HttpCachePolicy.entry_from_plan`. Read-only once
+    built, but for the one-slot memo of :meth:`complete`.
+    """
+
+    __slots__ = ("_last", "decision", "headers", "length", "raw", "status")
+
+    def __init__(
+        self,
+        status: int,
+        decision: StoreDecision,
+        headers: tuple[tuple[str, str], ...],
+        raw: tuple[tuple[bytes, bytes], ...],
+        length: str | None,
+    ) -> None:
+        self.status = status
+        self.decision = decision
+        self.headers = headers
+        self.raw = raw
+        #: The app's own ``Content-Length`` (stripped), which the body must match.
+        self.length = length
+        self._last: tuple[object, ...] | None = None
+
+    def complete(
+        self, size: int | None, etag: str | None
+    ) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[bytes, bytes], ...]]:
+        """The stored ``(headers, raw_headers)``: these plus ``Content-Length: size`` and
+        ``ETag: etag`` when not None, in that order.
+
+        The last answer is kept (one slot, replaced atomically), so a page stored again
+        with the same body, or one body under many URLs, shares its header tuples: fewer
+        objects per stored entry for the garbage collector to walk.
+        """
+        last = self._last
+        if last is not None and last[0] == size and last[1] == etag:
+            return last[2], last[3]  # type: ignore[return-value]
+        headers, raw = self.headers, self.raw
+        if size is not None:
+            headers += (("content-length", str(size)),)
+            raw += ((b"content-length", b"%d" % size),)
+        if etag is not None:
+            headers += (("etag", etag),)
+            raw += ((b"etag", etag.encode("latin-1")),)
+        self._last = (size, etag, headers, raw)
+        return headers, raw
 
 
 def add_variant(

@@ -15,13 +15,19 @@ _NOT_MODIFIED_FIELDS = frozenset(
 )
 
 
+#: An empty blake2b-128 state, copied per ETag: cheaper than building one with options.
+_BLAKE2B_128 = hashlib.blake2b(digest_size=16)
+
+
 def make_etag(body: bytes) -> str:
     """Return a strong, quoted ETag for ``body``: ``'"' + blake2b-128 hex + '"'``.
 
     Deterministic across processes and machines (never ``hash()``, which is salted per
     process), so every worker agrees and a 304 survives a restart.
     """
-    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+    hasher = _BLAKE2B_128.copy()  # never updated itself: safe to share between threads
+    hasher.update(body)
+    return f'"{hasher.hexdigest()}"'
 
 
 def _entity_tags(value: str) -> list[str] | None:

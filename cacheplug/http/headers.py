@@ -70,15 +70,44 @@ def request_header_map(pairs: Iterable[tuple[str | bytes, str | bytes]]) -> dict
     return out
 
 
+#: Parsed request headers per exact ASGI header tuple: a client sends the same set again
+#: and again (keep-alive, a browser session), so parsing is one hash and a dict copy.
+_ASGI_MEMO: dict[tuple[tuple[bytes, bytes], ...], dict[str, str]] = {}
+_ASGI_MEMO_MAX = 256
+#: Larger header sets (big cookies) are parsed afresh: the memo stays small.
+_ASGI_MEMO_BYTES = 4096
+
+
 def request_headers_from_asgi(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Build the request-header mapping from an ASGI scope's ``headers`` list."""
+    """Build the request-header mapping from an ASGI scope's ``headers`` list.
+
+    Returns a new dict on every call (the caller may change it).
+    """
+    key = tuple(raw)
+    try:
+        parsed = _ASGI_MEMO.get(key)
+    except TypeError:  # pairs given as lists (valid ASGI): unhashable, parse afresh
+        return _parse_asgi(key)[0]
+    if parsed is None:
+        parsed, size = _parse_asgi(key)
+        if size <= _ASGI_MEMO_BYTES:
+            if len(_ASGI_MEMO) >= _ASGI_MEMO_MAX:
+                _ASGI_MEMO.clear()
+            _ASGI_MEMO[key] = parsed
+    return parsed.copy()
+
+
+def _parse_asgi(raw: Iterable[tuple[bytes, bytes]]) -> tuple[dict[str, str], int]:
+    """The mapping of :func:`request_headers_from_asgi`, and the bytes it was built from."""
     out: dict[str, str] = {}
+    size = 0
     for name, value in raw:
+        size += len(name) + len(value)
         n = name.lower().decode("latin-1")
         v = value.decode("latin-1").strip(" \t")
         prev = out.get(n)
         out[n] = v if prev is None else prev + ("; " if n == "cookie" else ", ") + v
-    return out
+    return out, size
 
 
 def request_headers_from_environ(environ: Mapping[str, object]) -> dict[str, str]:

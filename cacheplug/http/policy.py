@@ -30,9 +30,9 @@ from .directives import (
     parse_cache_control,
     parse_vary,
 )
-from .entries import CachedResponse
+from .entries import CachedResponse, StorePlan
 from .etag import make_etag
-from .headers import X_CACHE, Headers, RawHeaders
+from .headers import X_CACHE, Headers, RawHeaders, decode_asgi_headers
 from .keys import _normalize_authority, _sorted_query, vary_key
 
 __all__ = ("HttpCachePolicy",)
@@ -57,6 +57,7 @@ _NEVER_STORED = frozenset(
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _CACHEABLE = {d: f"cacheable ({d})" for d in ("s-maxage", "max-age", "Expires", "default_ttl")}
 _FRESHNESS = ("s-maxage", "max-age")
+_UNPLANNED = object()
 
 
 def _check(ok: bool, option: str, value: object, valid: str) -> None:
@@ -106,6 +107,10 @@ class HttpCachePolicy:
     )
     # Store decisions per response-header shape, see _store_memo_key; read-only values.
     _store_memo: dict[tuple[object, ...], StoreDecision] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    # ASGI store plans per (status, raw headers, request flags), see asgi_store_plan.
+    _asgi_memo: dict[tuple[object, ...], StorePlan | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
     _never_stored: frozenset[str] = field(
@@ -252,7 +257,7 @@ class HttpCachePolicy:
         if query_string:
             if isinstance(query_string, bytes):
                 query_string = query_string.decode("latin-1")
-            query = _sorted_query(query_string)
+            query = _sorted_query(query_string) if "&" in query_string else query_string
             if query:
                 return f"{authority}{path}?{query}"
         return authority + path
@@ -337,7 +342,7 @@ class HttpCachePolicy:
                 blocked = name
         cc_value = ", ".join(cc_parts)
         vary_value = ", ".join(vary_parts)
-        private = any(h in request_headers for h in self.private_request_headers)
+        private = self._private(request_headers)
         if expires or age is not None:  # depend on the clock or are rare: no memo
             decision = self._store_rules(
                 status, cc_value, vary_value, blocked, private, expires, date, now, age
@@ -370,6 +375,13 @@ class HttpCachePolicy:
                 True, d.reason, d.ttl, d.vary, d.swr, d.sie, etag, d.initial_age, d.cache_control
             )
         return decision
+
+    def _private(self, request_headers: Mapping[str, str]) -> bool:
+        """True if the request has a header of ``private_request_headers``."""
+        for name in self.private_request_headers:  # noqa: SIM110 (usually one: faster than any())
+            if name in request_headers:
+                return True
+        return False
 
     def _store_rules(
         self,
@@ -477,8 +489,66 @@ class HttpCachePolicy:
         """
         if not decision.store or decision.ttl is None or len(body) > self.max_body_bytes:
             return None
-        if now is None:
-            now = self.clock()
+        plan = self._plan(status, response_headers, decision)
+        if plan is None:
+            return None
+        return self.entry_from_plan(plan, body, request_headers, now=now, tags=tags)
+
+    def asgi_store_plan(
+        self,
+        status: int,
+        raw_headers: Iterable[tuple[bytes, bytes]],
+        request_headers: Mapping[str, str],
+    ) -> StorePlan | None:
+        """:meth:`response_store_decision` and the header half of :meth:`make_entry` for
+        ASGI ``(bytes, bytes)`` response headers: the plan, or ``None`` if not storable.
+
+        Memoized per (status, exact header bytes, request ``Cache-Control``, presence of
+        a ``private_request_headers`` field): every input of both steps, so a repeat
+        endpoint's miss skips decoding and deciding. Responses with ``Expires`` or
+        ``Age`` (clock-dependent or rare) and large header sets are decided afresh.
+        Never raises on header content.
+        """
+        raw = tuple(raw_headers)
+        memo_key = (
+            status,
+            raw,
+            request_headers.get("cache-control"),
+            self._private(request_headers),
+        )
+        try:
+            plan = self._asgi_memo.get(memo_key, _UNPLANNED)
+        except TypeError:  # pairs given as lists (valid ASGI): unhashable, decide afresh
+            return self._asgi_plan(status, raw, request_headers)[0]
+        if plan is _UNPLANNED:
+            plan, memoizable = self._asgi_plan(status, raw, request_headers)
+            if memoizable:
+                if len(self._asgi_memo) >= 256:
+                    self._asgi_memo.clear()
+                self._asgi_memo[memo_key] = plan
+        return plan  # type: ignore[return-value]
+
+    def _asgi_plan(
+        self,
+        status: int,
+        raw: Sequence[tuple[bytes, bytes]],
+        request_headers: Mapping[str, str],
+    ) -> tuple[StorePlan | None, bool]:
+        """The plan of :meth:`asgi_store_plan`, and whether it may be memoized."""
+        headers = decode_asgi_headers(raw)
+        decision = self.response_store_decision(status, headers, request_headers)
+        plan = self._plan(status, headers, decision) if decision.store else None
+        size = 0
+        for name, value in headers:
+            if name == "expires" or name == "age":
+                return plan, False
+            size += len(name) + len(value)
+        return plan, size <= 4096
+
+    def _plan(
+        self, status: int, response_headers: Iterable[tuple[str, str]], decision: StoreDecision
+    ) -> StorePlan | None:
+        """The stored headers of a storable response, or None if ``Content-Length`` repeats."""
         drop: frozenset[str] | set[str] = self._never_stored
         pairs = [(n.lower(), v) for n, v in response_headers]
         for name, value in pairs:
@@ -497,23 +567,46 @@ class HttpCachePolicy:
                 length = value.strip(" \t")
             headers.append((name, value))
             raw.append((name.encode("latin-1"), value.encode("latin-1")))
+        return StorePlan(status, decision, tuple(headers), tuple(raw), length)
+
+    def entry_from_plan(
+        self,
+        plan: StorePlan,
+        body: bytes,
+        request_headers: Mapping[str, str],
+        *,
+        now: float | None = None,
+        tags: Iterable[str] = (),
+    ) -> CachedResponse | None:
+        """Build the :class:`CachedResponse` of ``body`` under ``plan`` (see :meth:`make_entry`).
+
+        ``None`` when the body is over ``max_body_bytes`` or disagrees with the app's
+        ``Content-Length``.
+        """
         size = len(body)
+        if size > self.max_body_bytes:
+            return None
+        status = plan.status
+        length = plan.length
         if length is None:
-            if status != 204:
-                headers.append(("content-length", str(size)))
-                raw.append((b"content-length", b"%d" % size))
+            added = size if status != 204 else None
         elif length != str(size):
             return None
+        else:
+            added = None
+        decision = plan.decision
         etag = decision.etag
+        generated = None
         if etag is None and 200 <= status < 300:
-            etag = make_etag(body)
-            headers.append(("etag", etag))
-            raw.append((b"etag", etag.encode("latin-1")))
-        ttl = decision.ttl
+            etag = generated = make_etag(body)
+        headers, raw = plan.complete(added, generated)
+        if now is None:
+            now = self.clock()
+        ttl: float = decision.ttl  # type: ignore[assignment]  # set whenever store is
         vary = decision.vary
         return CachedResponse(
             status,
-            tuple(headers),
+            headers,
             body,
             etag or "",
             now,
@@ -526,5 +619,5 @@ class HttpCachePolicy:
             decision.swr,
             decision.sie,
             tuple(tags),
-            tuple(raw),
+            raw,
         )

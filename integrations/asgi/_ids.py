@@ -9,6 +9,7 @@ __all__ = ("MAX_REQUEST_ID", "new_request_id", "valid_request_id")
 
 #: Longest incoming id honoured.
 MAX_REQUEST_ID = 200
+_BASE = 1 << 64
 
 
 class _RequestIds:
@@ -21,10 +22,12 @@ class _RequestIds:
 
     def reseed(self) -> None:
         self.prefix = os.urandom(8).hex()
-        self.counter = itertools.count(1)
+        # Counting from 2**64, hex() gives "0x1" and then the 16 digits we keep: cheaper
+        # than formatting with zero padding.
+        self.counter = itertools.count(_BASE + 1)
 
     def new(self) -> str:
-        return "%s%016x" % (self.prefix, next(self.counter))  # noqa: UP031 (fastest)
+        return self.prefix + hex(next(self.counter))[3:]
 
 
 _IDS = _RequestIds()

@@ -24,11 +24,10 @@ from cacheplug.http import (
     CachedResponse,
     HttpCachePolicy,
     RequestDecision,
-    StoreDecision,
     add_variant,
-    decode_asgi_headers,
     variants_ttl,
 )
+from cacheplug.http.entries import StorePlan
 
 from ._types import Message, Send
 from .endpoints import CACHE_TAGS, CACHE_TTL
@@ -40,8 +39,9 @@ __all__ = ("ResponseRecorder",)
 
 logger = logging.getLogger("cacheplug.asgi")
 
-#: ``X-Cache`` pairs by :attr:`RequestDecision.x_cache`, encoded once.
-_X_CACHE = {value: (b"x-cache", value.encode()) for value in (X_CACHE_MISS, X_CACHE_BYPASS)}
+#: The ``X-Cache`` pairs of :attr:`RequestDecision.x_cache`, encoded once.
+_MISS = (b"x-cache", X_CACHE_MISS.encode())
+_BYPASS = (b"x-cache", X_CACHE_BYPASS.encode())
 
 
 class ResponseRecorder:
@@ -55,16 +55,14 @@ class ResponseRecorder:
         "_decision",
         "_extra",
         "_fallback",
-        "_headers",
         "_held",
         "_key",
         "_mw",
+        "_plan",
         "_policy",
         "_req_headers",
         "_send",
         "_started",
-        "_status",
-        "_store",
     )
 
     def __init__(
@@ -87,10 +85,8 @@ class ResponseRecorder:
         self._extra = extra
         self._started = False
         self._buffer: BodyBuffer | None = None
-        self._store: StoreDecision | None = None
+        self._plan: StorePlan | None = None
         self._policy: HttpCachePolicy = mw.policy
-        self._status = 0
-        self._headers: list[tuple[str, str]] = []
 
     async def __call__(self, message: Message) -> None:
         if self._held:  # a 5xx replaced by the stale entry: drop the rest of it
@@ -102,24 +98,31 @@ class ResponseRecorder:
                 return
             message = self._on_start(message)
         elif kind == "http.response.body":
+            if self._plan is None:  # not storing this response
+                await self._send(message)
+                return
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
             buffer = self._buffer
-            if buffer is not None and not buffer.feed(message.get("body", b"")):
-                self._buffer = buffer = None  # too big: stream the rest through untouched
+            if buffer is None and not more:  # the whole body in one message: no buffer
+                await self._send(message)
+                self._finish(body)
+                return
+            if buffer is None:
+                buffer = self._buffer = BodyBuffer(self._policy.max_body_bytes)
+            if not buffer.feed(body):
+                self._plan = self._buffer = None  # too big: stream the rest through untouched
             await self._send(message)
-            if buffer is not None and not message.get("more_body", False):
-                self._buffer = None
-                try:
-                    self._store_entry(buffer.body)
-                except Exception:  # the client has its response; storing is best effort
-                    logger.warning("cacheplug could not store %s", self._key, exc_info=True)
+            if not more and self._plan is not None:
+                self._finish(buffer.body)
             return
         else:  # trailers, pathsend, anything unknown: never store what we cannot replay
-            self._buffer = None
+            self._plan = self._buffer = None
         await self._send(message)
 
     def _on_start(self, message: Message) -> Message:
         if self._started:  # a second start is the app's (or server's) error to raise
-            self._buffer = None
+            self._plan = self._buffer = None
             return message
         self._started = True
         status = message["status"]
@@ -129,14 +132,12 @@ class ResponseRecorder:
             # RFC 9111 §4.4: a successful unsafe request invalidates the stored URL.
             if status < 400:
                 self._mw.cache.delete(self._key)
-            extra = self._extra
-        else:
-            extra = [*self._extra, _X_CACHE[decision.x_cache]]
-            if decision.store and not message.get("trailers"):
-                self._decide(status, raw)
-        if not extra:
-            return message
-        return {**message, "headers": [*raw, *extra]}
+            if not self._extra:
+                return message
+            return {**message, "headers": [*raw, *self._extra]}
+        if decision.store and not message.get("trailers"):
+            self._decide(status, raw)
+        return {**message, "headers": [*raw, *self._extra, _MISS if decision.lookup else _BYPASS]}
 
     @property
     def held(self) -> bool:
@@ -166,44 +167,52 @@ class ResponseRecorder:
         await self._send({"type": "http.response.body", "body": body})
 
     def _decide(self, status: int, raw: Any) -> None:
+        """Plan the store (``self._plan``), or leave it None if the response is not storable."""
         try:
-            policy = self._mw.policy_for(request_context.get(CACHE_TTL))
-            headers = decode_asgi_headers(raw)
-            decision = policy.response_store_decision(status, headers, self._req_headers)
+            ttl = request_context.get(CACHE_TTL)
+            policy = self._policy if ttl is None else self._mw.policy_for(ttl)
+            plan = policy.asgi_store_plan(status, raw, self._req_headers)
         except Exception:  # malformed headers from the app: pass through, never store
             logger.debug("response headers not storable", exc_info=True)
             return
-        if decision.store:
+        if plan is not None:
             self._policy = policy
-            self._store = decision
-            self._status = status
-            self._headers = headers
-            self._buffer = BodyBuffer(policy.max_body_bytes)
+            self._plan = plan
 
-    def _store_entry(self, body: bytes) -> None:
+    def _finish(self, body: bytes) -> None:
+        """Store the complete response (after it went out); failures are only logged."""
+        plan = self._plan
+        self._plan = self._buffer = None
+        try:
+            self._store_entry(plan, body)  # type: ignore[arg-type]
+        except Exception:  # the client has its response; storing is best effort
+            logger.warning("cacheplug could not store %s", self._key, exc_info=True)
+
+    def _store_entry(self, plan: StorePlan, body: bytes) -> None:
         policy = self._policy
-        decision = self._store
-        if decision is None:
-            return
         now = policy.clock()
         tags = request_context.get(CACHE_TAGS) or ()
         if isinstance(tags, str):
             tags = (tags,)
-        entry = policy.make_entry(
-            self._status, self._headers, body, self._req_headers, decision, now=now, tags=tags
-        )
+        entry = policy.entry_from_plan(plan, body, self._req_headers, now=now, tags=tags)
         if entry is None:
             return
-        cache = self._mw.cache
-        current = cache.get_entry(self._key)
-        old = current.value if current is not None else None
-        variants = add_variant(
-            old if isinstance(old, tuple) else None, entry, policy.max_variants, now
-        )
-        if len(variants) == 1:
-            all_tags: Any = entry.tags
-        else:
-            all_tags = set()
+        mw = self._mw
+        cache = mw.cache
+        key = self._key
+        old = None
+        # Nothing stored under the key (the usual miss): no variants to merge, so skip the
+        # locked re-read. With a Redis tier, get_entry may find them there: always ask.
+        if not mw.local_only or cache.holds(key):
+            current = cache.get_entry(key)
+            old = current.value if current is not None else None
+        if isinstance(old, tuple):
+            variants = add_variant(old, entry, policy.max_variants, now)
+            all_tags: Any = set()
             for variant in variants:
                 all_tags.update(variant.tags)
-        cache.set(self._key, variants, ttl=variants_ttl(variants, now), tags=all_tags or ())
+            cache.set(key, variants, ttl=variants_ttl(variants, now), tags=all_tags or ())
+            return
+        swr, sie = entry.swr or 0, entry.sie or 0  # variants_ttl of the one variant, inlined
+        ttl = entry.expires_at + (swr if swr > sie else sie) - now
+        cache.set(key, (entry,), ttl=ttl, tags=entry.tags)

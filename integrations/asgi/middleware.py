@@ -54,6 +54,7 @@ logger = logging.getLogger("cacheplug.asgi")
 
 _BYPASS = (b"x-cache", b"BYPASS")
 _HIT = (b"x-cache", b"HIT")
+_UNKNOWN = object()
 #: ``Age`` header pairs for the first hour, built once: most hits are younger.
 _AGES = tuple((b"age", b"%d" % age) for age in range(3600))
 
@@ -140,6 +141,8 @@ class CachePlugMiddleware:
         self.app = app
         self.plug = plug
         self.cache = plug.cache
+        #: No Redis tier: the local cache is the only place a stored page can be.
+        self.local_only = plug.tier is None
         self.policy = policy
         self.key_prefix = key_prefix
         self.handle_lifespan = handle_lifespan
@@ -182,7 +185,7 @@ class CachePlugMiddleware:
                 rid = None
         if rid is None:
             rid = new_request_id()
-        extra = [(self._id_raw, rid.encode("latin-1"))] if self._id_raw is not None else []
+        extra = [(self._id_raw, rid.encode())] if self._id_raw is not None else []  # ASCII
 
         fallback = None
         if self._caching and (self._cache_all or scope["path"].startswith(self._prefixes)):
@@ -242,11 +245,14 @@ class CachePlugMiddleware:
             scope["state"] = {STATE_KEY: self.plug}
         elif STATE_KEY not in state:
             state[STATE_KEY] = self.plug
-        with request_context.scope(request_id=rid):
+        token = request_context.enter(rid)  # scope(), without the context manager's calls
+        try:
             if fallback is None:
                 await self.app(scope, receive, send)
             else:
                 await self._call_with_fallback(scope, receive, send)  # type: ignore[arg-type]
+        finally:
+            request_context.exit(token)
 
     async def _send_stale(
         self,
@@ -313,24 +319,30 @@ class CachePlugMiddleware:
     def _key(self, scope: Scope, headers: dict[str, str]) -> str | None:
         """The cache key of this URL (method-independent), or None when it has none.
 
-        Memoized per (scheme, host, path, query): a hot URL's key costs one dict lookup.
+        Memoized per (scheme, host, path, query) once a page is stored under the key: a
+        hot URL's key costs one dict lookup, and URLs never stored (cache-busting
+        queries, a crawler) do not churn the memo.
         """
         scheme = scope.get("scheme", "http")
         host = headers.get("host")
         path = scope["path"]
         query = scope.get("query_string", b"")
         memo_key = (scheme, host, path, query)
-        try:
-            return self._keys[memo_key]
-        except KeyError:
-            pass
+        key = self._keys.get(memo_key, _UNKNOWN)
+        if key is not _UNKNOWN:
+            return key  # type: ignore[return-value]
         server = None
         if host is None:
             addr = scope.get("server")
             if addr:
                 server = f"{addr[0]}:{addr[1]}" if addr[1] is not None else str(addr[0])
         primary = self.policy.primary_key(scheme, host, path, query, server=server)
-        key = None if primary is None else self.key_prefix + primary
+        if primary is None:
+            key = None
+        else:
+            key = self.key_prefix + primary
+            if not self.cache.holds(key):
+                return key
         if server is None:  # a key from the server address is not memoized: rare
             if len(self._keys) >= 4096:
                 self._keys.clear()
