@@ -12,15 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import threading
-import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from cacheplug import events
+from cacheplug._config import DEFAULTS as DEFAULTS  # re-exported: adapters and docs read it
+from cacheplug._config import FSYNC_POLICIES as FSYNC_POLICIES
+from cacheplug._config import (
+    build_config,
+    options_from_env,
+    options_from_mapping,
+    refuse_refresh_options,
+)
+from cacheplug._statewiring import StateWiring
 from cacheplug.bus import EventBus
 from cacheplug.cache import ShardedTTLCache
 from cacheplug.context import RequestContext, request_context
@@ -33,33 +40,8 @@ __all__ = ("CachePlug", "RuntimeStats")
 
 logger = logging.getLogger("cacheplug.runtime")
 
-FSYNC_POLICIES: Final = ("always", "everysec", "never")
-
-#: Every option ``CachePlug`` accepts, with its default.
-DEFAULTS: Final[Mapping[str, Any]] = {
-    "maxsize": 100_000,
-    "ttl": 300.0,
-    "shards": 16,
-    "timer": time.monotonic,
-    "sweep_interval": 1.0,
-    "queue_size": 10_000,
-    "batch_size": 256,
-    "put_timeout": 0.05,
-    "state_dir": None,
-    "secret": None,
-    "fsync": "everysec",
-    "wal_max_bytes": 64 << 20,
-    "redis_url": None,
-    "redis_prefix": None,
-    "write_through": False,
-    "redis_socket_timeout": 0.25,
-    "redis_breaker_threshold": 3,
-    "redis_breaker_reset": 2.0,
-    "redis_lock_ttl": 30.0,
-    "redis_cluster": False,
-    "name": "default",
-}
-
+#: The events the write-ahead log records (evictions and expirations stay unlogged).
+_LOGGED: Final = frozenset(("set", "touch", "delete", "invalidate_tags", "clear"))
 _SIGNALS: Final = {
     "set": events.cache_set,
     "touch": events.cache_set,
@@ -82,7 +64,7 @@ class RuntimeStats:
     tier: Any | None = None  # TierStats when redis_url is set
 
 
-class CachePlug:
+class CachePlug(StateWiring):
     """Build and run the cache, worker, event bus and state store from one set of options.
 
     Use it as a context manager (``with``/``async with``) or call :meth:`start` and
@@ -115,13 +97,7 @@ class CachePlug:
     """
 
     def __init__(self, **options: Any) -> None:
-        unknown = set(options) - set(DEFAULTS)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown CachePlug option(s) {sorted(unknown)}; valid options: {sorted(DEFAULTS)}"
-            )
-        config = {**DEFAULTS, **options}
-        _validate(config)
+        config = build_config(options)
         self.config: Mapping[str, Any] = config
         self.name: str = config["name"]
         self.cache = ShardedTTLCache(
@@ -141,19 +117,12 @@ class CachePlug:
         # run on the worker: no thread of their own.
         self.cache.set_refresh_executor(self.worker)
         self.context: RequestContext = request_context
-        self._store: Any = None
-        self._append_lock = threading.Lock()  # orders appends; held across disk writes
-        # WAL records in write order, six fields each laid end to end, added without a
-        # lock (one list.extend is atomic); None while persistence is off.
-        self._wal_buffer: list[Any] | None = None
-        self._wal_scheduled = False  # a _drain_wal is queued (never set under "always")
-        self._wal_kick: Callable[[], None] = self._schedule_wal_drain
+        self._init_state_wiring()  # the state store and the WAL buffer, off until start()
         self._lifecycle_lock = threading.RLock()
         self._started = False
         self._closed = False
         self._periodic: list[PeriodicTask] = []
         self._purge_pending = False
-        self.loaded_entries = 0
         self._tier: Any = None
         self.cache.set_listener(self._on_cache_event)
         if config["redis_url"] is not None:
@@ -166,15 +135,8 @@ class CachePlug:
         Keys are matched case-insensitively after removing ``prefix`` (for example
         ``CACHEPLUG_``); keys without the prefix are ignored when one is given.
         """
-        options = {}
-        for key, value in mapping.items():
-            if prefix:
-                if not key.upper().startswith(prefix.upper()):
-                    continue
-                key = key[len(prefix) :]
-            options[key.lower()] = value
         try:
-            return cls(**options)
+            return cls(**options_from_mapping(mapping, prefix))
         except ConfigurationError as exc:
             if mapping is os.environ:  # strings and foreign variables: point at from_env
                 raise ConfigurationError(
@@ -207,12 +169,7 @@ class CachePlug:
         .. versionadded:: 0.1
         """
         environ = os.environ if environ is None else environ
-        options = dict(defaults)
-        for option in DEFAULTS:
-            variable = prefix + option.upper()
-            if variable in environ:
-                options[option] = _from_env_string(option, variable, environ[variable])
-        return cls(**options)
+        return cls(**options_from_env(environ, prefix, defaults))
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -363,7 +320,7 @@ class CachePlug:
             one of ``negative_exceptions``).
         """
         if self._tier is not None:
-            _refuse_refresh_options(early_refresh, stale_while_revalidate, stale_if_error)
+            refuse_refresh_options(early_refresh, stale_while_revalidate, stale_if_error)
             return self._tier.get_or_set(key, factory, ttl, tags, negative_ttl, negative_exceptions)
         return self.cache.get_or_set(
             key,
@@ -395,7 +352,7 @@ class CachePlug:
         :raises ConfigurationError: as :meth:`get_or_set`.
         """
         if self._tier is not None:
-            _refuse_refresh_options(early_refresh, stale_while_revalidate, stale_if_error)
+            refuse_refresh_options(early_refresh, stale_while_revalidate, stale_if_error)
             return await self._tier.aget_or_set(
                 key, factory, ttl, tags, negative_ttl, negative_exceptions
             )
@@ -492,249 +449,3 @@ class CachePlug:
             self.bus.publish(signal, self.cache)
         else:
             self.bus.publish(signal, self.cache, key=key)
-
-    def _schedule_wal_drain(self) -> None:
-        self._wal_scheduled = True
-        self.worker.submit(self._drain_wal)
-
-    def _drain_wal(self) -> None:
-        """Append every buffered record to the WAL as one batch (on the worker, or inline)."""
-        store, buffer = self._store, self._wal_buffer
-        if store is None or buffer is None:
-            return
-        # Holding the lock across the append keeps batches in order; writers only
-        # wait for it under fsync="always", where waiting is the contract.
-        with self._append_lock:
-            # Reset before taking: a record appended after the take sees False and
-            # schedules another drain, so none is left behind.
-            self._wal_scheduled = False
-            size = len(buffer)  # whole records: each extend() is atomic
-            if not size:
-                return
-            try:
-                # The store reads the records in place (writers only add after `size`);
-                # one offset converts their timer-based expiry to wall clock.
-                store.append_fields(buffer, time_offset=self._wall_offset(), count=size // 6)
-            except Exception:
-                logger.exception("cacheplug %r could not append to the write-ahead log", self.name)
-            finally:
-                del buffer[:size]  # records added meanwhile sit after `size`: kept
-            if store.needs_compaction:
-                self._save_snapshot()
-
-    def _wall_offset(self) -> float:
-        """Add this to a cache-timer time to get wall-clock time (saved state is wall-clock)."""
-        return time.time() - self.cache.timer()
-
-    def _take_over_writing(self) -> None:
-        """When the writing process has exited, become the writer and save what we hold."""
-        if not self._store.is_writer and self._store.try_become_writer():
-            logger.info("cacheplug %r took over writing the state", self.name)
-            self._save_snapshot()
-
-    def _sync_wal(self) -> None:
-        if self._store is not None:
-            self._store.sync_if_due()
-
-    def _open_state_store(self) -> None:
-        from cacheplug._progress import LogProgress
-        from cacheplug.persistence import StateStore
-
-        store = StateStore(
-            self.config["state_dir"],
-            secret=self.config["secret"],
-            fsync=self.config["fsync"],
-            wal_max_bytes=self.config["wal_max_bytes"],
-        )
-        started = time.perf_counter()
-        # Acquire before loading: the writer repairs a torn WAL tail at acquisition, so
-        # what it loads is exactly what its new records will follow.
-        is_writer = store.acquire_writer()
-        # A big snapshot can take seconds: say how far it got (INFO, from 2 s on).
-        result = store.load(progress=LogProgress(logger, f"cacheplug {self.name!r}"))
-        to_wall = self._wall_offset()
-        self.loaded_entries = self.cache.import_entries(
-            (
-                entry.key,
-                entry.value,
-                math.inf if entry.expires_at is None else entry.expires_at - to_wall,
-                entry.tags,
-            )
-            for entry in result.entries
-        )
-        for warning in result.warnings:
-            logger.warning("cacheplug %r: %s", self.name, warning)
-        if not is_writer:
-            logger.info(
-                "cacheplug %r: another process holds the state lock in %s; this one loaded "
-                "the state and runs without writing until that process exits",
-                self.name,
-                self.config["state_dir"],
-            )
-        self._store = store
-        if self.config["fsync"] == "always":
-            # group commit: each writer drains, and whoever drains writes everyone's records
-            self._wal_kick = self._drain_wal
-        self._wal_buffer = []  # from now on the listener logs changes
-        seconds = time.perf_counter() - started
-        logger.info(
-            "cacheplug %r loaded %d entries from %s in %.3fs",
-            self.name,
-            self.loaded_entries,
-            self.config["state_dir"],
-            seconds,
-        )
-        self.bus.publish(events.state_loaded, store, entries=self.loaded_entries, seconds=seconds)
-
-    def _save_snapshot(self) -> Any:
-        store = self._store
-        started = time.perf_counter()
-        to_wall = self._wall_offset()
-        inf = math.inf
-        # Plain tuples in StoredEntry field order: the store encodes them as they are.
-        entries = [
-            (key, value, None if expires_at == inf else expires_at + to_wall, tags, version)
-            for key, value, expires_at, tags, version in self.cache.export_entries()
-        ]
-        try:
-            info = store.write_snapshot(entries)
-        except Exception:
-            logger.exception("cacheplug %r could not write a snapshot", self.name)
-            return None
-        if info.written:
-            # At close() the worker is already closed and runs this delivery inline.
-            seconds = time.perf_counter() - started
-            self.bus.publish(events.state_saved, store, entries=info.entries, seconds=seconds)
-        return info
-
-
-_LOGGED: Final = frozenset(("set", "touch", "delete", "invalidate_tags", "clear"))
-
-#: Options for which ``from_env`` reads ``""`` and ``"none"`` as None.
-_NULLABLE: Final = frozenset(("ttl", "state_dir", "secret", "redis_url", "redis_prefix"))
-_BOOLS: Final[Mapping[str, bool]] = {
-    **dict.fromkeys(("1", "true", "yes", "on"), True),
-    **dict.fromkeys(("0", "false", "no", "off"), False),
-}
-
-
-def _from_env_string(option: str, variable: str, text: str) -> Any:
-    """Convert one environment string to the type of ``option``'s default."""
-    word = text.strip().lower()
-    if option in _NULLABLE and word in ("", "none"):
-        return None
-    default = DEFAULTS[option]
-    try:
-        # bool before int: bool is an int subclass
-        if isinstance(default, bool):
-            return _BOOLS[word]
-        if isinstance(default, int):
-            return int(word)
-        if isinstance(default, float) and math.isfinite(number := float(word)):
-            return number
-        if default is None or isinstance(default, str):
-            return text  # paths, URLs, secrets and names are used as written
-    except (KeyError, ValueError):
-        pass
-    raise ConfigurationError(
-        f"environment variable {variable}={text!r} is not valid: {option} needs {_env_type(option)}"
-    )
-
-
-def _env_type(option: str) -> str:
-    """Describe the strings ``from_env`` accepts for ``option`` (for its error message)."""
-    default = DEFAULTS[option]
-    if isinstance(default, bool):
-        return "a bool: 1/0, true/false, yes/no or on/off"
-    if isinstance(default, int):
-        return "an int, such as 10000"
-    if isinstance(default, float):
-        kind = "a finite number of seconds, such as 2.5"
-        return kind + ", or '' or 'none' for None" if option in _NULLABLE else kind
-    return "a callable, which an environment variable cannot hold; pass it in code"
-
-
-def _refuse_refresh_options(
-    early_refresh: float | None, stale_while_revalidate: float | None, stale_if_error: float | None
-) -> None:
-    """The Redis tier's get_or_set runs no background refreshes: say so, naming the options."""
-    given = [
-        name
-        for name, value in (
-            ("early_refresh", early_refresh),
-            ("stale_while_revalidate", stale_while_revalidate),
-            ("stale_if_error", stale_if_error),
-        )
-        if value is not None
-    ]
-    if given:
-        raise ConfigurationError(
-            f"{', '.join(given)} not supported by CachePlug.get_or_set when redis_url is set: "
-            "background refreshes and stale copies are per process and would bypass the "
-            "Redis lease (distributed single-flight). Supported across processes: ttl, "
-            "tags, negative_ttl, negative_exceptions. For a per-process load with these "
-            "options, call plug.cache.get_or_set(...) (see docs/redis.md)"
-        )
-
-
-def _validate(config: dict[str, Any]) -> None:
-    """Check the options ShardedTTLCache and DeferredWorker do not check themselves."""
-    if config["fsync"] not in FSYNC_POLICIES:
-        raise ConfigurationError(f"fsync must be one of {FSYNC_POLICIES}, got {config['fsync']!r}")
-    # DeferredWorker calls it max_queue; check it here so the message says queue_size.
-    queue_size = config["queue_size"]
-    if not isinstance(queue_size, int) or isinstance(queue_size, bool) or queue_size < 1:
-        raise ConfigurationError(f"queue_size must be an int >= 1, got {queue_size!r}")
-    interval = config["sweep_interval"]
-    if not isinstance(interval, int | float) or isinstance(interval, bool) or interval < 0:
-        raise ConfigurationError(
-            f"sweep_interval must be seconds >= 0 (0 turns the sweep off), got {interval!r}"
-        )
-    if config["redis_url"] is not None:
-        _validate_redis(config)
-    if not isinstance(config["name"], str) or not config["name"]:
-        raise ConfigurationError(f"name must be a non-empty str, got {config['name']!r}")
-    wal_max = config["wal_max_bytes"]
-    if not isinstance(wal_max, int) or isinstance(wal_max, bool) or wal_max < 4096:
-        raise ConfigurationError(f"wal_max_bytes must be an int >= 4096, got {wal_max!r}")
-    timer: Callable[[], float] = config["timer"]
-    if not callable(timer):
-        raise ConfigurationError(f"timer must be callable, got {timer!r}")
-
-
-def _validate_redis(config: dict[str, Any]) -> None:
-    """Check the Redis tier's options (only when ``redis_url`` is set)."""
-    url = config["redis_url"]
-    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigurationError(
-            f"redis_url must be a redis://, rediss:// or unix:// URL, got {url!r}"
-        )
-    if not (config["secret"] or os.environ.get("CACHEPLUG_SECRET")):
-        raise ConfigurationError(
-            "redis_url needs a secret to sign the values and messages it shares: pass "
-            "secret=... or set CACHEPLUG_SECRET (the same in every process); unsigned "
-            "pickles are never loaded from Redis"
-        )
-    prefix = config["redis_prefix"]
-    if prefix is not None and (
-        not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix
-    ):
-        raise ConfigurationError(
-            f"redis_prefix must be a non-empty str without braces, got {prefix!r}"
-        )
-    for option, low in (
-        ("redis_socket_timeout", 0.001),
-        ("redis_breaker_reset", 0.001),
-        ("redis_lock_ttl", 0.01),
-    ):
-        value = config[option]
-        if not isinstance(value, int | float) or isinstance(value, bool) or not value >= low:
-            raise ConfigurationError(
-                f"{option} must be a number of seconds >= {low}, got {value!r}"
-            )
-    threshold = config["redis_breaker_threshold"]
-    if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
-        raise ConfigurationError(f"redis_breaker_threshold must be an int >= 1, got {threshold!r}")
-    for option in ("write_through", "redis_cluster"):
-        if not isinstance(config[option], bool):
-            raise ConfigurationError(f"{option} must be True or False, got {config[option]!r}")

@@ -16,115 +16,21 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVarTuple
 
+from cacheplug._worker_periodic import PeriodicScheduling, PeriodicTask
+from cacheplug._worker_queue import CLOSED, NEW, RUNNING, STOP, FlushMarker, task_name
+from cacheplug._worker_stats import WorkerStats, count_value
 from cacheplug.errors import ConfigurationError
 
 __all__ = ("DeferredWorker", "PeriodicTask", "WorkerStats")
 
 logger = logging.getLogger("cacheplug.worker")
 
-_NEW, _RUNNING, _CLOSED = "new", "running", "closed"
-
 _Ts = TypeVarTuple("_Ts")
 
 
-class _Marker:
-    """A control item in the queue (stop, wake-up); never counted as a task."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"<{self.name}>"
-
-
-_STOP = _Marker("stop")
-_WAKE = _Marker("wake")
-
-
-class _FlushMarker(_Marker):
-    """Set when the worker reaches it, that is once every task queued before it has run."""
-
-    __slots__ = ("done",)
-
-    def __init__(self) -> None:
-        super().__init__("flush")
-        self.done = threading.Event()
-
-
-def _task_name(fn: Callable[..., object]) -> str:
-    """Return ``module.qualname`` of ``fn`` for log messages, or its repr."""
-    qualname = getattr(fn, "__qualname__", None)
-    if qualname is None:
-        return repr(fn)
-    module = getattr(fn, "__module__", None)
-    return f"{module}.{qualname}" if module else qualname
-
-
-def _count_value(counter: itertools.count[int]) -> int:
-    """Return the next value ``counter`` would yield, without advancing it."""
-    # repr(count(7)) == "count(7)"; reading it is the only way that neither advances
-    # the counter nor uses the pickling support deprecated in Python 3.12.
-    return int(repr(counter)[6:-1])
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerStats:
-    """An immutable snapshot of a :class:`DeferredWorker`'s counters.
-
-    ``submitted`` counts every task handed to :meth:`DeferredWorker.submit`;
-    ``processed`` those run on the worker thread and ``inline_runs`` those run on a
-    caller's thread (queue full, worker closed); ``failed`` those that raised, wherever
-    they ran. ``batches`` counts wake-ups that found work, ``queue_depth`` is the number
-    of items queued now and ``high_water`` the deepest queue the worker has seen.
-    ``periodic_runs`` counts runs of periodic tasks, which are not in ``submitted``.
-    Once the worker is idle, ``submitted == processed + inline_runs``.
-    """
-
-    submitted: int
-    processed: int
-    failed: int
-    inline_runs: int
-    batches: int
-    queue_depth: int
-    high_water: int
-    periodic_runs: int
-
-
-class PeriodicTask:
-    """A callable that a :class:`DeferredWorker` runs every ``interval`` seconds.
-
-    Returned by :meth:`DeferredWorker.add_periodic`; :meth:`cancel` stops it.
-    """
-
-    __slots__ = ("_worker_ref", "cancelled", "fn", "interval", "next_due")
-
-    def __init__(
-        self, worker: DeferredWorker, fn: Callable[[], object], interval: float, now: float
-    ) -> None:
-        self._worker_ref = weakref.ref(worker)
-        self.fn = fn
-        self.interval = interval
-        self.next_due = now + interval
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        """Stop running this task; a run already in progress finishes. Thread-safe."""
-        self.cancelled = True
-        worker = self._worker_ref()
-        if worker is not None:
-            worker._remove_periodic(self)
-
-    def __repr__(self) -> str:
-        state = " cancelled" if self.cancelled else ""
-        return f"<PeriodicTask {_task_name(self.fn)} every {self.interval}s{state}>"
-
-
-class DeferredWorker:
+class DeferredWorker(PeriodicScheduling):
     """Run submitted callables on one background thread, in order, in batches.
 
     The thread starts on first use (:meth:`submit`, :meth:`add_periodic` or
@@ -186,7 +92,7 @@ class DeferredWorker:
         self._put_timeout = float(put_timeout)
         self._name = name
         self._periodic: list[PeriodicTask] = []
-        self._init_process_state(_NEW)
+        self._init_process_state(NEW)
         _live_workers.add(self)
 
     def _init_process_state(self, state: str) -> None:
@@ -222,7 +128,7 @@ class DeferredWorker:
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` has been called (in this process)."""
-        return self._state is _CLOSED
+        return self._state is CLOSED
 
     def start(self) -> None:
         """Start the worker thread now instead of on first use; no-op if running or closed.
@@ -230,7 +136,7 @@ class DeferredWorker:
         Thread-safe.
         """
         with self._lock:
-            if self._state is _NEW:
+            if self._state is NEW:
                 self._start_locked()
 
     def submit(self, fn: Callable[[*_Ts], object], /, *args: *_Ts) -> None:
@@ -255,36 +161,6 @@ class DeferredWorker:
             return
         self._submit_slow(fn, args)
 
-    def add_periodic(self, fn: Callable[[], object], interval: float) -> PeriodicTask:
-        """Run ``fn()`` on the worker thread every ``interval`` seconds until cancelled.
-
-        The first run is ``interval`` seconds from now. A run that falls behind (a slow
-        batch) is not repeated to catch up: the next run is scheduled ``interval``
-        after the late one. Failures are logged and counted like those of submitted
-        tasks. Starts the worker thread if needed. Thread-safe.
-
-        :param fn: A callable taking no arguments.
-        :param interval: Seconds between runs, greater than zero.
-        :returns: A :class:`PeriodicTask` whose :meth:`~PeriodicTask.cancel` stops it.
-        :raises ConfigurationError: If ``interval`` is not a positive number.
-        :raises RuntimeError: If the worker is closed.
-        """
-        if not isinstance(interval, int | float) or not interval > 0:
-            raise ConfigurationError(
-                f"interval must be a positive number of seconds, got {interval!r}"
-            )
-        with self._lock:
-            if self._state is _CLOSED:
-                raise RuntimeError(
-                    f"cannot add periodic task {_task_name(fn)} to a closed DeferredWorker"
-                )
-            task = PeriodicTask(self, fn, float(interval), time.monotonic())
-            self._periodic = [*self._periodic, task]
-            if self._state is _NEW:
-                self._start_locked()
-        self._queue.put(_WAKE)  # let the thread recompute its wait
-        return task
-
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every task submitted before this call has run.
 
@@ -296,17 +172,17 @@ class DeferredWorker:
         """
         if threading.get_ident() == self._thread_ident:
             return False
-        if self._state is _NEW:
+        if self._state is NEW:
             return True
-        marker = _FlushMarker()
+        marker = FlushMarker()
         self._queue.put(marker)
         if self._accepting:
-            # Not closed before our put, so the thread reaches the marker before _STOP.
+            # Not closed before our put, so the thread reaches the marker before STOP.
             return marker.done.wait(timeout)
         # Closed or closing: the thread may exit before reaching the marker.
         deadline = None if timeout is None else time.monotonic() + timeout
         while not marker.done.is_set():
-            if self._state is _CLOSED and not self.running:
+            if self._state is CLOSED and not self.running:
                 self._drain_inline()
             wait = 0.01 if deadline is None else min(0.01, deadline - time.monotonic())
             if wait <= 0:
@@ -329,12 +205,12 @@ class DeferredWorker:
             is still running a task after ``timeout`` or if called on the worker thread.
         """
         with self._lock:
-            first = self._state is not _CLOSED
-            self._state = _CLOSED
+            first = self._state is not CLOSED
+            self._state = CLOSED
             self._accepting = False
             thread = self._thread
             if first and thread is not None:
-                self._queue.put(_STOP)
+                self._queue.put(STOP)
         if first:
             with self._room:  # back-pressure waiters: stop waiting, run inline
                 self._room.notify_all()
@@ -355,7 +231,7 @@ class DeferredWorker:
             inline_runs = self._inline_runs
             inline_failed = self._inline_failed
         return WorkerStats(
-            submitted=_count_value(self._submitted),
+            submitted=count_value(self._submitted),
             processed=self._processed,
             failed=self._worker_failed + inline_failed,
             inline_runs=inline_runs,
@@ -381,11 +257,11 @@ class DeferredWorker:
 
     def _submit_slow(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
         """Start the thread, wait for room, or run inline; the paths submit() avoids."""
-        if self._state is _NEW:
+        if self._state is NEW:
             with self._lock:
-                if self._state is _NEW:
+                if self._state is NEW:
                     self._start_locked()
-        if self._state is _RUNNING and self._wait_for_room():
+        if self._state is RUNNING and self._wait_for_room():
             next(self._submitted)
             self._queue.put((fn, args))
             if not self._accepting:
@@ -424,7 +300,7 @@ class DeferredWorker:
         except Exception:
             with self._count_lock:
                 self._inline_failed += 1
-            logger.exception("cacheplug deferred task %s failed (run inline)", _task_name(fn))
+            logger.exception("cacheplug deferred task %s failed (run inline)", task_name(fn))
 
     def _drain_inline(self) -> None:
         """Run whatever is queued on this thread; for close() and racing submitters."""
@@ -436,10 +312,10 @@ class DeferredWorker:
                 return
             if type(item) is tuple:
                 self._run_inline(*item)
-            elif isinstance(item, _FlushMarker):
+            elif isinstance(item, FlushMarker):
                 item.done.set()
-            elif item is _STOP and self.running:
-                q.put(_STOP)  # the live thread still needs it; it drains the rest
+            elif item is STOP and self.running:
+                q.put(STOP)  # the live thread still needs it; it drains the rest
                 return
 
     # -- the worker thread --------------------------------------------------------------
@@ -448,7 +324,7 @@ class DeferredWorker:
         """Start the thread; the caller holds ``self._lock`` and state is new."""
         thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread = thread
-        self._state = _RUNNING
+        self._state = RUNNING
         thread.start()
         self._thread_ident = thread.ident
         self._accepting = True
@@ -510,50 +386,22 @@ class DeferredWorker:
                     fn(*args)
                 except BaseException:
                     self._worker_failed += 1
-                    logger.exception("cacheplug deferred task %s failed", _task_name(fn))
+                    logger.exception("cacheplug deferred task %s failed", task_name(fn))
                 self._processed += 1
-            elif item is _STOP:
+            elif item is STOP:
                 stop = True
-            elif isinstance(item, _FlushMarker):
+            elif isinstance(item, FlushMarker):
                 item.done.set()
         if ran:
             self._batches += 1
         return stop
 
-    def _seconds_to_next_periodic(self) -> float | None:
-        """Seconds until the next periodic task is due, or None if there is none."""
-        periodic = self._periodic
-        if not periodic:
-            return None
-        return min(task.next_due for task in periodic) - time.monotonic()
-
-    def _run_due_periodics(self) -> None:
-        """Run each periodic task that is due and schedule its next run."""
-        now = time.monotonic()
-        for task in self._periodic:
-            if task.cancelled or task.next_due > now:
-                continue
-            try:
-                task.fn()
-            except BaseException:
-                self._worker_failed += 1
-                logger.exception("cacheplug periodic task %s failed", _task_name(task.fn))
-            self._periodic_runs += 1
-            now = time.monotonic()
-            task.next_due += task.interval
-            if task.next_due <= now:  # fell behind: skip the missed runs
-                task.next_due = now + task.interval
-
-    def _remove_periodic(self, task: PeriodicTask) -> None:
-        with self._lock:
-            self._periodic = [t for t in self._periodic if t is not task]
-
     # -- fork ---------------------------------------------------------------------------
 
     def _after_fork_in_child(self) -> None:
         """Forget the parent's thread, queue and locks (see the class docstring)."""
-        self._init_process_state(_CLOSED if self._state is _CLOSED else _NEW)
-        if self._periodic and self._state is _NEW:
+        self._init_process_state(CLOSED if self._state is CLOSED else NEW)
+        if self._periodic and self._state is NEW:
             now = time.monotonic()
             for task in self._periodic:
                 task.next_due = now + task.interval
