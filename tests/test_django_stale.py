@@ -23,6 +23,8 @@ from django.urls import path
 from cacheplug.integrations.django import cache_response
 from cacheplug.integrations.django.page_cache import _REFRESHING, CacheMiddleware, PageCache
 
+from .conftest import FakeTimer
+
 EPOCH = 1_700_000_000.0
 MIDDLEWARE = [
     "cacheplug.integrations.django.CacheMiddleware",
@@ -30,17 +32,6 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.wall = EPOCH
-
-    def __call__(self) -> float:
-        return self.wall
-
-    def advance(self, seconds: float) -> None:
-        self.wall += seconds
 
 
 class Origin:
@@ -98,9 +89,9 @@ class URLConf:
 
 
 @pytest.fixture
-def clock(monkeypatch) -> Clock:
+def clock(monkeypatch) -> FakeTimer:
     """Every PageCache built from now on judges freshness on this clock."""
-    fake = Clock()
+    fake = FakeTimer(EPOCH)
     build = PageCache.from_settings.__func__  # type: ignore[attr-defined]
 
     def from_settings(cls, **overrides):

@@ -20,19 +20,10 @@ from cacheplug.http import HttpCachePolicy
 from cacheplug.integrations.flask import FlaskCachePlug
 from cacheplug.integrations.flask._wsgi import _REFRESHING
 
+from .conftest import FakeTimer
+
 EPOCH = 1_700_000_000.0
 LOGGER = "cacheplug.integrations.flask"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.wall = EPOCH
-
-    def __call__(self) -> float:
-        return self.wall
-
-    def advance(self, seconds: float) -> None:
-        self.wall += seconds
 
 
 class Origin:
@@ -76,8 +67,8 @@ class Origin:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeTimer:
+    return FakeTimer(EPOCH)
 
 
 @pytest.fixture
