@@ -22,24 +22,12 @@ from cacheplug.context import request_context
 from cacheplug.http import HttpCachePolicy, make_etag, request_headers_from_asgi
 from cacheplug.integrations.asgi import CachePlugMiddleware, cache_endpoint
 
-EPOCH = 1_700_000_000.0
-
-
-class Clock:
-    """The wall clock of the HTTP policy and the monotonic one of the cache, moved together."""
-
-    def __init__(self) -> None:
-        self.wall = EPOCH
-        self.mono = 1000.0
-
-    def advance(self, seconds: float) -> None:
-        self.wall += seconds
-        self.mono += seconds
+from .asgi_support import Clocks
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> Clocks:
+    return Clocks()
 
 
 @pytest.fixture

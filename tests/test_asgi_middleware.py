@@ -30,19 +30,7 @@ from cacheplug.integrations.asgi import (
     request_context_dep,
 )
 
-EPOCH = 1_700_000_000.0
-
-
-class Clocks:
-    """A wall clock for the HTTP policy and a monotonic one for the cache, moved together."""
-
-    def __init__(self) -> None:
-        self.wall = EPOCH
-        self.mono = 1000.0
-
-    def advance(self, seconds: float) -> None:
-        self.wall += seconds
-        self.mono += seconds
+from .asgi_support import Clocks
 
 
 @pytest.fixture

@@ -22,17 +22,7 @@ from cacheplug.context import request_context
 from cacheplug.http import HttpCachePolicy, RequestDecision, select_stale
 from cacheplug.integrations.asgi import CachePlugMiddleware
 
-EPOCH = 1_700_000_000.0
-
-
-class Clocks:
-    def __init__(self) -> None:
-        self.wall = EPOCH
-        self.mono = 1000.0
-
-    def advance(self, seconds: float) -> None:
-        self.wall += seconds
-        self.mono += seconds
+from .asgi_support import Clocks
 
 
 class Origin:
