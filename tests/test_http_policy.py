@@ -747,3 +747,21 @@ def test_cached_response_fields_pickle_and_equality():
     assert [n for n, _ in copy.not_modified] == ["cache-control", "vary", "etag"]
     assert copy != store([*OK_HEADERS, ("vary", "accept-language")], body=b"other")
     assert "CachedResponse(status=200" in repr(copy)
+
+
+def test_environ_headers_read_an_environ_as_request_headers_does():
+    from cacheplug.http import EnvironHeaders, environ_key, request_headers_from_environ
+
+    environ = {
+        "HTTP_ACCEPT_ENCODING": " gzip ",
+        "CONTENT_TYPE": "",  # servers set it empty on a GET: not a header
+        "CONTENT_LENGTH": "0",
+        "wsgi.input": object(),
+    }
+    headers = EnvironHeaders(environ)
+    assert dict(headers) == request_headers_from_environ(environ)
+    assert headers["accept-encoding"] == "gzip"
+    assert "content-type" not in headers
+    assert headers.get("content-length") == "0"
+    assert environ_key("content-type") == "CONTENT_TYPE"
+    assert environ_key("x-request-id") == "HTTP_X_REQUEST_ID"

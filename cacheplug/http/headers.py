@@ -6,7 +6,8 @@ round-trips to ASGI bytes unchanged). See the package docstring for the full con
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 __all__ = (
     "X_CACHE",
@@ -14,10 +15,12 @@ __all__ = (
     "X_CACHE_HIT",
     "X_CACHE_MISS",
     "X_CACHE_STALE",
+    "EnvironHeaders",
     "Headers",
     "RawHeaders",
     "decode_asgi_headers",
     "encode_asgi_headers",
+    "environ_key",
     "request_header_map",
     "request_headers_from_asgi",
     "request_headers_from_environ",
@@ -126,3 +129,58 @@ def request_headers_from_environ(environ: Mapping[str, object]) -> dict[str, str
         elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
             out[key.replace("_", "-").lower()] = value.strip(" \t")
     return out
+
+
+_ENVIRON_KEYS: dict[str, str] = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
+_BODY_HEADERS = ("content-type", "content-length")
+_MISSING: Any = object()
+
+
+def environ_key(name: str) -> str:
+    """The WSGI environ (and Django ``request.META``) key of a request header name.
+
+    ``"accept-encoding"`` -> ``"HTTP_ACCEPT_ENCODING"``; ``content-type`` and
+    ``content-length`` -> ``CONTENT_TYPE`` / ``CONTENT_LENGTH`` (PEP 3333). Memoized:
+    few names recur.
+    """
+    key = _ENVIRON_KEYS.get(name)
+    if key is None:
+        key = "HTTP_" + name.upper().replace("-", "_")
+        if len(_ENVIRON_KEYS) < 1024:
+            _ENVIRON_KEYS[name] = key
+    return key
+
+
+class EnvironHeaders(Mapping[str, str]):
+    """A WSGI environ or Django ``request.META`` read as the request-header mapping.
+
+    The same names and values as :func:`request_headers_from_environ`, but nothing is
+    copied: a lookup reads one environ key, which keeps the adapters' hit paths cheap.
+    Read-only; an empty ``Content-Type``/``Content-Length`` counts as absent.
+    """
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self._environ = environ
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]  # hot path
+        value = self._environ.get(environ_key(name)) if type(name) is str else None
+        if type(value) is not str or (not value and name in _BODY_HEADERS):
+            return default
+        return value.strip(" \t")
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name, _MISSING)
+        if value is _MISSING:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return self.get(name, _MISSING) is not _MISSING  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(request_headers_from_environ(self._environ))
+
+    def __len__(self) -> int:
+        return len(request_headers_from_environ(self._environ))

@@ -21,9 +21,7 @@ from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOpera
 from django.http import Http404, HttpRequest, HttpResponseBase
 from django.http.multipartparser import MultiPartParserError
 
-from cacheplug.http import RefreshGuard, refresh_environ
-
-from ._meta import MetaHeaders
+from cacheplug.http import EnvironHeaders, RefreshGuard, refresh_environ
 
 if TYPE_CHECKING:
     from .page_cache import PageCache
@@ -132,7 +130,7 @@ class PageRefresher:
         handed_off = False
         try:
             clone = _refresh_request(request)
-            headers = MetaHeaders(clone.META)
+            headers = EnvironHeaders(clone.META)
             decision = page.policy.request_decision("GET", headers)
             if page.policy.select(page.store.get(key), headers, decision) is not None:
                 return  # an earlier request's refresh already stored a fresh copy

@@ -17,16 +17,12 @@ from django.http import HttpRequest, HttpResponseBase
 from django.utils.functional import SimpleLazyObject
 
 from cacheplug import request_context
+from cacheplug.http import environ_key
 
 __all__ = ("RequestContextMiddleware",)
 
 #: Longest incoming request id accepted; longer (or non-printable) ones are replaced.
 MAX_REQUEST_ID_LENGTH: Final = 200
-
-
-def _meta_name(header: str) -> str:
-    """``X-Request-ID`` -> ``HTTP_X_REQUEST_ID`` (Django's ``request.META`` spelling)."""
-    return "HTTP_" + header.upper().replace("-", "_")
 
 
 class RequestContextMiddleware:
@@ -50,7 +46,7 @@ class RequestContextMiddleware:
         self.get_response = get_response
         header = getattr(settings, "CACHEPLUG_REQUEST_ID_HEADER", None)
         self._header: str | None = header
-        self._meta_key = _meta_name(header) if header else None
+        self._meta_key = environ_key(header.lower()) if header else None
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)

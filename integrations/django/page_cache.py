@@ -60,8 +60,8 @@ from cacheplug.http import (
     within_stale_if_error,
     within_stale_while_revalidate,
 )
+from cacheplug.http import EnvironHeaders as MetaHeaders
 
-from ._meta import MetaHeaders
 from ._stale import _CLIENT_ERRORS, _STATE, PageRefresher, Produce, _release
 from ._stale import _REFRESHING as _REFRESHING  # re-exported: the tests reset it
 

@@ -7,12 +7,13 @@ and the layer or the refresh stores the final response with :func:`store_entry`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cacheplug.http import (
     CachedResponse,
+    EnvironHeaders,
     HttpCachePolicy,
     RequestDecision,
     StoreDecision,
@@ -36,61 +37,6 @@ STORE_PLAN = "cacheplug.store_plan"
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-
-_ENVIRON_NAMES: dict[str, str] = {
-    "content-type": "CONTENT_TYPE",
-    "content-length": "CONTENT_LENGTH",
-}
-
-
-def _environ_name(name: str) -> str:
-    """``"accept-encoding"`` -> ``"HTTP_ACCEPT_ENCODING"`` (memoized: few names recur)."""
-    key = _ENVIRON_NAMES.get(name)
-    if key is None:
-        key = "HTTP_" + name.upper().replace("-", "_")
-        if len(_ENVIRON_NAMES) < 1024:
-            _ENVIRON_NAMES[name] = key
-    return key
-
-
-class EnvironHeaders(Mapping[str, str]):
-    """A read-only view of a WSGI environ as the policy's request-header mapping.
-
-    Same names and values as :func:`cacheplug.http.request_headers_from_environ`, but
-    nothing is copied: a lookup reads one environ key, which keeps the hit path cheap.
-    """
-
-    __slots__ = ("_environ",)
-
-    def __init__(self, environ: Mapping[str, Any]) -> None:
-        self._environ = environ
-
-    def __getitem__(self, name: str) -> str:
-        value = self.get(name)
-        if value is None:
-            raise KeyError(name)
-        return value
-
-    def get(self, name: str, default: Any = None) -> Any:  # the hot path: no exceptions
-        value = self._environ.get(_environ_name(name))
-        if value is None or not isinstance(value, str):
-            return default
-        return value.strip(" \t")
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        for key, value in self._environ.items():
-            if not isinstance(value, str):
-                continue
-            if key.startswith("HTTP_"):
-                yield key[5:].replace("_", "-").lower()
-            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                yield key.replace("_", "-").lower()
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
 
 
 def content_length(headers: list[tuple[str, str]]) -> int | None:
