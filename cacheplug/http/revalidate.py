@@ -1,4 +1,4 @@
-"""What the WSGI adapters share to refresh a ``stale-while-revalidate`` entry (RFC 5861 §3).
+"""What the adapters share to refresh a ``stale-while-revalidate`` entry (RFC 5861 §3).
 
 The Django and Flask page caches serve the stale entry at once and refresh it in the
 request's own thread after the response went out (from the response's ``close()``).

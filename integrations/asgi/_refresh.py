@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from cacheplug.context import request_context
-from cacheplug.http import request_headers_from_asgi
+from cacheplug.http import REFRESH_DROPPED_HEADERS, request_headers_from_asgi
 
 from ._ids import new_request_id
 from ._recorder import ResponseRecorder
@@ -28,19 +28,8 @@ __all__ = ("Refresher",)
 
 logger = logging.getLogger("cacheplug.asgi")
 
-#: Request headers the refresh drops: it must fetch the full, current representation.
-_DROPPED = frozenset(
-    {
-        b"if-none-match",
-        b"if-modified-since",
-        b"if-match",
-        b"if-unmodified-since",
-        b"if-range",
-        b"range",
-        b"cache-control",
-        b"pragma",
-    }
-)
+#: Request headers the refresh drops, as ASGI bytes: the same set the WSGI adapters drop.
+_DROPPED = frozenset(name.encode("latin-1") for name in REFRESH_DROPPED_HEADERS)
 _REQUEST: Message = {"type": "http.request", "body": b"", "more_body": False}
 
 
