@@ -11,6 +11,10 @@ the same for every contender, all on one event loop.
    fastapi-cache2 ``@cache`` with ``InMemoryBackend``; and the uncached FastAPI endpoint.
 2. **Miss path** (a new URL every request, so every request runs the app and stores):
    cacheplug against the same uncached FastAPI endpoint (the reference).
+
+Each section also runs a *floor* (``benchmarks/_asgi_floors.py``): the least any
+middleware in that place can cost. Its ratio bounds what cacheplug, or anything else,
+can score there; the "Floors" table puts each target next to its floor.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks import _harness as h
+from benchmarks._asgi_floors import MinimalStore, PrecomputedAnswer
 from cacheplug import CachePlug
 
 SUITE = "asgi"
@@ -30,6 +35,8 @@ CACHEPLUG_DIRECT = "cacheplug hit (CachePlugMiddleware(app))"
 CACHEPLUG_MISS = "cacheplug miss (FastAPI + middleware)"
 FASTAPI_CACHE = "fastapi-cache2 hit (InMemoryBackend)"
 UNCACHED = "FastAPI uncached"
+FLOOR_HIT = "floor: add_middleware answering precomputed bytes"
+FLOOR_MISS = "floor: minimal storing middleware (OrderedDict)"
 
 PRODUCT = {
     "id": 42,
@@ -55,6 +62,12 @@ TARGETS: list[tuple[str, str, str, float, str]] = [
     ("GET hit", CACHEPLUG_DIRECT, STARLETTE, 1.0, "ge"),
     ("GET hit", CACHEPLUG_DIRECT, FASTAPI_CACHE, 20.0, "ge"),
     ("GET miss", CACHEPLUG_MISS, UNCACHED, 1 / 1.15, "ge"),  # adds at most 15%
+]
+
+#: (op, cacheplug contender, the floor of its place): targets that a floor bounds
+FLOORS: list[tuple[str, str, str]] = [
+    ("GET hit", CACHEPLUG, FLOOR_HIT),
+    ("GET miss", CACHEPLUG_MISS, FLOOR_MISS),
 ]
 
 
@@ -120,7 +133,9 @@ def _driver(loop: asyncio.AbstractEventLoop, app: Any, path: str, unique: bool) 
     return h.Target(get=run, set=run, delete=run, raw=run)
 
 
-def _fastapi_app(middleware: CachePlug | None = None, direct: bool = False) -> Any:
+def _fastapi_app(
+    middleware: CachePlug | None = None, direct: bool = False, floor: type | None = None
+) -> Any:
     from fastapi import FastAPI
 
     from cacheplug.integrations.asgi import CachePlugMiddleware
@@ -131,6 +146,10 @@ def _fastapi_app(middleware: CachePlug | None = None, direct: bool = False) -> A
     async def product() -> dict[str, Any]:
         return PRODUCT
 
+    if floor is PrecomputedAnswer:
+        app.add_middleware(PrecomputedAnswer, body=_json_body())
+    elif floor is not None:
+        app.add_middleware(floor)
     if middleware is not None:
         if direct:  # outermost: FastAPI's own middleware stack runs only on misses
             return CachePlugMiddleware(app, plug=middleware, cache_responses=True)
@@ -138,15 +157,19 @@ def _fastapi_app(middleware: CachePlug | None = None, direct: bool = False) -> A
     return app
 
 
+def _json_body() -> bytes:
+    import json
+
+    return json.dumps(PRODUCT, separators=(",", ":")).encode()
+
+
 def _contenders(loop: asyncio.AbstractEventLoop, plugs: list[CachePlug]) -> dict[str, Callable]:
     def starlette() -> h.Target:
-        import json
-
         from starlette.applications import Starlette
         from starlette.responses import Response
         from starlette.routing import Route
 
-        body = json.dumps(PRODUCT, separators=(",", ":")).encode()
+        body = _json_body()
 
         async def endpoint(request: Any) -> Response:
             return Response(body, media_type="application/json")
@@ -189,7 +212,12 @@ def _contenders(loop: asyncio.AbstractEventLoop, plugs: list[CachePlug]) -> dict
     def uncached(unique: bool) -> Callable[[], h.Target]:
         return lambda: _driver(loop, _fastapi_app(), "/products/42", unique=unique)
 
+    def floor(kind: type, unique: bool) -> Callable[[], h.Target]:
+        return lambda: _driver(loop, _fastapi_app(floor=kind), "/products/42", unique=unique)
+
     return {
+        "floor-hit": floor(PrecomputedAnswer, False),
+        "floor-miss": floor(MinimalStore, True),
         "starlette": starlette,
         "cacheplug": cacheplug(False),
         "cacheplug-direct": cacheplug(False, direct=True),
@@ -230,6 +258,45 @@ def target_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return found
 
 
+def floor_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each target a floor bounds: cacheplug's ratio and the floor's, same baseline."""
+    found = []
+    for op, contender, floor in FLOORS:
+        for t_op, t_contender, baseline, need, _ in TARGETS:
+            if (t_op, t_contender) != (op, contender):
+                continue
+            found.append(
+                {
+                    "section": "floors",
+                    "op": op,
+                    "contender": contender,
+                    "floor": floor,
+                    "baseline": baseline,
+                    "target": need,
+                    "ratio": h.ratio_of(rows, contender, baseline, op),
+                    "floor_ratio": h.ratio_of(rows, floor, baseline, op),
+                }
+            )
+    return found
+
+
+def floors_table(found: Sequence[dict[str, Any]]) -> str:
+    """Markdown: target, cacheplug's ratio, the floor's ratio, whether the floor allows it."""
+    body = [
+        [
+            f"{f['op']}: {f['contender']} vs {f['baseline']}",
+            f"{f['target']:.2f}x",
+            h.fmt_ratio(f["ratio"]),
+            h.fmt_ratio(f["floor_ratio"]),
+            "n/a"
+            if math.isnan(f["floor_ratio"])
+            else ("yes" if f["floor_ratio"] >= f["target"] else "no: out of reach in this place"),
+        ]
+        for f in found
+    ]
+    return h.markdown_table(["target", "needed", "cacheplug", "floor", "floor reaches it"], body)
+
+
 def run(smoke: bool = False) -> list[dict[str, Any]]:
     """Run the asgi suite; print markdown; write JSON; return every row."""
     with h.use_settings(smoke=smoke or h.current_settings().smoke):
@@ -261,10 +328,12 @@ def _run() -> list[dict[str, Any]]:
             h.Contender(CACHEPLUG_DIRECT, versions["cacheplug"], make["cacheplug-direct"]),
             h.Contender(FASTAPI_CACHE, versions["fastapi-cache2"], make["fastapi-cache"]),
             h.Contender(UNCACHED, versions["fastapi"], make["uncached"]),
+            h.Contender(FLOOR_HIT, versions["fastapi"], make["floor-hit"]),
         ]
         miss = [
             h.Contender(UNCACHED, versions["fastapi"], make["uncached-unique"]),
             h.Contender(CACHEPLUG_MISS, versions["cacheplug"], make["cacheplug-miss"]),
+            h.Contender(FLOOR_MISS, versions["fastapi"], make["floor-miss"]),
         ]
         rows = []
         for title, contenders, op, reference in (
@@ -286,6 +355,9 @@ def _run() -> list[dict[str, Any]]:
     found = target_rows(rows)
     h.out("\n## Targets\n")
     h.out(h.targets_table(found))
-    all_rows = [*rows, *found]
+    floors = floor_rows(rows)
+    h.out("\n## Floors: the best any middleware in the same place scores\n")
+    h.out(floors_table(floors))
+    all_rows = [*rows, *found, *floors]
     h.write_results(SUITE, versions, all_rows)
     return all_rows
