@@ -28,7 +28,7 @@ _Gens = tuple[tuple[Hashable, int], ...]
 
 def _tag_names(gens: _Gens) -> tuple[Hashable, ...]:
     """The tags of an item, without the generations they were stored under."""
-    return tuple(tag for tag, _ in gens)
+    return tuple([tag for tag, _ in gens]) if gens else ()
 
 
 def _public_expiry(expires_at: float) -> float | None:
@@ -88,13 +88,18 @@ class _Shard:
                 item[_VISITED] = False
                 hand += 1
                 continue
-            self.drop(item)
+            # drop(), inlined: this runs on every insert into a full shard
+            del self.data[item[_KEY]]
+            queue[hand] = None
+            self.size -= 1
+            self.holes += 1
             if is_alive:
                 self.evictions += 1
             else:
                 self.expirations += 1
             self.hand = hand + 1
-            self.maybe_compact()
+            if self.holes > 32 and self.holes > self.size:
+                self.maybe_compact()
             return item
 
     def drop(self, item: _Item) -> None:
