@@ -154,23 +154,50 @@ class RedisLink:
         self._scripts_ready = False
         self.client: Any = None
         self.subscriber: Subscriber | None = None
+        #: cluster nodes ``(host, port)`` the subscriber's last client found
+        self._seeds: frozenset[tuple[str, int]] = frozenset()
         self._warned_tampered = False
 
-    def connect(self) -> Any:
-        """A new client: bounded timeouts, no hidden retries (the breaker retries)."""
+    def connect(self, seeds: Iterable[tuple[str, int]] = ()) -> Any:
+        """A new client: bounded timeouts, no hidden retries (the breaker retries).
+
+        :param seeds: cluster nodes ``(host, port)`` to discover the cluster from, besides
+            the URL's node.
+        """
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        options = {
+        options: dict[str, Any] = {
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.socket_timeout,
             "retry": Retry(NoBackoff(), 0),
         }
         if self.cluster:
-            from redis.cluster import RedisCluster
+            from redis.cluster import ClusterNode, RedisCluster
 
-            return RedisCluster.from_url(self.url, **options)
+            nodes = [ClusterNode(host, port) for host, port in seeds]
+            return RedisCluster.from_url(self.url, startup_nodes=nodes, **options)
         return self._redis.Redis.from_url(self.url, **options)
+
+    def _connect_subscriber(self) -> Any:
+        """The subscriber's client; in a cluster, seeded with the nodes known right now.
+
+        The URL's node may be the master that failed: a client that knows only that node
+        could never find the promoted replica, and the subscriber would stay away for good.
+        """
+        if not self.cluster:
+            return self.connect()
+        seeds = self._seeds
+        client = self.client
+        if client is not None:
+            try:
+                seeds = seeds | {(node.host, node.port) for node in client.get_nodes()}
+            except Exception:  # the command client is refreshing its topology
+                pass
+        subscriber_client = self.connect(sorted(seeds))
+        # Replaced, never updated in place: other threads read it without a lock.
+        self._seeds = frozenset((node.host, node.port) for node in subscriber_client.get_nodes())
+        return subscriber_client
 
     def start(self) -> None:
         """Create the client and start the subscriber; waits briefly for the subscription."""
@@ -180,7 +207,7 @@ class RedisLink:
             self._failed(exc)
             self.client = None
         self.subscriber = Subscriber(
-            self.connect,
+            self._connect_subscriber,
             self.codec.channel,
             self._on_message,
             self._on_resubscribe,
@@ -204,7 +231,7 @@ class RedisLink:
 
     def _client(self) -> Any:
         if self.client is None:  # start() could not reach a cluster; try again now
-            self.client = self.connect()
+            self.client = self.connect(sorted(self._seeds))
         return self.client
 
     # -- scripts ----------------------------------------------------------------------
