@@ -53,6 +53,11 @@ def _cluster_port() -> int:
 class LocalCluster:
     """Three cluster-enabled redis-server masters covering all slots; stop() removes them."""
 
+    #: how long a node may be unreachable before the cluster fails it over
+    node_timeout_ms = 5000
+    #: further ``redis-server`` options for every node
+    extra_args: tuple[str, ...] = ()
+
     def __init__(self, binary: str) -> None:
         self.binary = binary
         self.dir = Path(tempfile.mkdtemp(prefix="cacheplug-cluster-"))
@@ -84,8 +89,9 @@ class LocalCluster:
                 [
                     *(self.binary, "--port", str(port), "--bind", "127.0.0.1"),
                     *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
-                    *("--cluster-node-timeout", "5000", "--dir", str(node_dir)),
+                    *("--cluster-node-timeout", str(self.node_timeout_ms), "--dir", str(node_dir)),
                     *("--save", "", "--appendonly", "no"),
+                    *self.extra_args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -35,6 +35,11 @@ NODE_TIMEOUT_MS = 1500
 class ReplicatedCluster(LocalCluster):
     """Three masters, each with one replica in sync; ``kill()`` SIGKILLs one node."""
 
+    node_timeout_ms = NODE_TIMEOUT_MS
+    # A replica syncs at once (the default waits 5 s for more replicas) and may always
+    # take over: a replica that never synced cannot.
+    extra_args = ("--repl-diskless-sync-delay", "0", "--cluster-replica-validity-factor", "0")
+
     def start(self) -> ReplicatedCluster:
         for _ in range(6):
             self._start_node(_cluster_port())
@@ -54,29 +59,6 @@ class ReplicatedCluster(LocalCluster):
         )
         self._wait(self._ready, "cluster_state:ok and every replica in sync")
         return self
-
-    def _start_node(self, port: int) -> None:
-        node_dir = self.dir / str(port)
-        node_dir.mkdir()
-        log = (node_dir / "redis.log").open("wb")  # a full pipe would block the server
-        self.procs.append(
-            subprocess.Popen(
-                [
-                    *(self.binary, "--port", str(port), "--bind", "127.0.0.1"),
-                    *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
-                    *("--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--dir", str(node_dir)),
-                    *("--save", "", "--appendonly", "no"),
-                    # A replica syncs at once (the default waits 5 s for more replicas) and
-                    # may always take over: a replica that never synced cannot.
-                    *("--repl-diskless-sync-delay", "0"),
-                    *("--cluster-replica-validity-factor", "0"),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        log.close()
-        self.ports.append(port)
 
     def _ready(self) -> bool:
         for port in self.ports:
