@@ -10,6 +10,7 @@ every write, read, lease and message crosses a MOVED redirection or the cluster 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -195,28 +196,38 @@ def prefix(cluster, admin) -> Iterator[str]:
         admin.delete(*names)
 
 
-@pytest.fixture
-def pair(cluster, prefix) -> Iterator[tuple[CachePlug, CachePlug]]:
-    """Two plugs, one connected through node 0 and one through node 1."""
+@contextlib.contextmanager
+def started_plugs(
+    urls: list[str], prefix: str, *, name: str, socket_timeout: float
+) -> Iterator[list[CachePlug]]:
+    """One started cluster-mode plug per URL, all on namespace ``prefix``; closed after."""
     plugs = [
         CachePlug(
-            name=f"p{node}",
-            redis_url=cluster.url(node),
+            name=f"{name}{i}",
+            redis_url=url,
             redis_cluster=True,
             secret="s3cret",
             redis_prefix=prefix,
             sweep_interval=0,
-            redis_socket_timeout=1.0,
+            redis_socket_timeout=socket_timeout,
         )
-        for node in (0, 1)
+        for i, url in enumerate(urls)
     ]
     try:
         for plug in plugs:
             plug.start()
-        yield plugs[0], plugs[1]
+        yield plugs
     finally:
         for plug in plugs:
             plug.close()
+
+
+@pytest.fixture
+def pair(cluster, prefix) -> Iterator[tuple[CachePlug, CachePlug]]:
+    """Two plugs, one connected through node 0 and one through node 1."""
+    urls = [cluster.url(0), cluster.url(1)]
+    with started_plugs(urls, prefix, name="p", socket_timeout=1.0) as (a, b):
+        yield a, b
 
 
 def sync(*plugs: CachePlug) -> None:

@@ -14,9 +14,8 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -25,7 +24,15 @@ redis = pytest.importorskip("redis")
 from redis.cluster import RedisCluster  # noqa: E402
 
 from cacheplug import CachePlug  # noqa: E402
-from tests.test_tier_cluster import LocalCluster, _cluster_port, _node  # noqa: E402
+from tests.test_tier_cluster import (  # noqa: E402
+    LocalCluster,
+    _cluster_port,
+    _eventually,
+    _node,
+    _received_all,
+    started_plugs,
+    sync,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
 
@@ -125,43 +132,9 @@ def setup(cluster) -> tuple[str, int, int]:
 def pair(setup) -> Iterator[tuple[CachePlug, CachePlug]]:
     """Plug a talks to the master that will die, plug b to another master."""
     prefix, victim, other = setup
-    plugs = [
-        CachePlug(
-            name=f"fo{i}",
-            redis_url=f"redis://127.0.0.1:{port}/0",
-            redis_cluster=True,
-            secret="s3cret",
-            redis_prefix=prefix,
-            sweep_interval=0,
-            redis_socket_timeout=0.5,
-        )
-        for i, port in enumerate((victim, other))
-    ]
-    try:
-        for plug in plugs:
-            plug.start()
-        yield plugs[0], plugs[1]
-    finally:
-        for plug in plugs:
-            plug.close()
-
-
-def sync(*plugs: CachePlug) -> None:
-    for plug in plugs:
-        plug.worker.flush(5)
-
-
-def _eventually(condition: Callable[[], object], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def _received_all(receiver: CachePlug, sender: CachePlug) -> bool:
-    return receiver.stats().tier.applied >= sender.stats().tier.published
+    urls = [f"redis://127.0.0.1:{port}/0" for port in (victim, other)]
+    with started_plugs(urls, prefix, name="fo", socket_timeout=0.5) as (a, b):
+        yield a, b
 
 
 def _recovered(plug: CachePlug) -> bool:
