@@ -54,6 +54,8 @@ def _cluster_port() -> int:
 class LocalCluster:
     """Three cluster-enabled redis-server masters covering all slots; stop() removes them."""
 
+    #: replicas per master (needs redis-cli when more than 0)
+    replicas = 0
     #: how long a node may be unreachable before the cluster fails it over
     node_timeout_ms = 5000
     #: further ``redis-server`` options for every node
@@ -69,7 +71,7 @@ class LocalCluster:
         return f"redis://127.0.0.1:{self.ports[node]}/0"
 
     def start(self) -> LocalCluster:
-        for _ in range(3):
+        for _ in range(3 * (1 + self.replicas)):
             self._start_node(_cluster_port())
         for port in self.ports:
             self._wait(lambda port=port: _node(port).ping(), f"node {port} to answer PING")
@@ -108,7 +110,7 @@ class LocalCluster:
                 "--cluster",
                 "create",
                 *(f"127.0.0.1:{port}" for port in self.ports),
-                *("--cluster-replicas", "0", "--cluster-yes"),
+                *("--cluster-replicas", str(self.replicas), "--cluster-yes"),
             ],
             check=True,
             capture_output=True,
@@ -129,7 +131,7 @@ class LocalCluster:
     def _ready(self) -> bool:
         for port in self.ports:
             info = _node(port).execute_command("CLUSTER INFO")  # parsed into a dict
-            if info["cluster_state"] != "ok" or int(info["cluster_known_nodes"]) != 3:
+            if info["cluster_state"] != "ok" or int(info["cluster_known_nodes"]) != len(self.ports):
                 return False
         return True
 

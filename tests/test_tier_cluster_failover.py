@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -26,7 +25,6 @@ from redis.cluster import RedisCluster  # noqa: E402
 from cacheplug import CachePlug  # noqa: E402
 from tests.test_tier_cluster import (  # noqa: E402
     LocalCluster,
-    _cluster_port,
     _eventually,
     _node,
     _received_all,
@@ -42,37 +40,17 @@ NODE_TIMEOUT_MS = 1500
 class ReplicatedCluster(LocalCluster):
     """Three masters, each with one replica in sync; ``kill()`` SIGKILLs one node."""
 
+    replicas = 1
     node_timeout_ms = NODE_TIMEOUT_MS
     # A replica syncs at once (the default waits 5 s for more replicas) and may always
     # take over: a replica that never synced cannot.
     extra_args = ("--repl-diskless-sync-delay", "0", "--cluster-replica-validity-factor", "0")
 
-    def start(self) -> ReplicatedCluster:
-        for _ in range(6):
-            self._start_node(_cluster_port())
-        for port in self.ports:
-            self._wait(lambda port=port: _node(port).ping(), f"node {port} to answer PING")
-        subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{port}" for port in self.ports),
-                *("--cluster-replicas", "1", "--cluster-yes"),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        self._wait(self._ready, "cluster_state:ok and every replica in sync")
-        return self
-
     def _ready(self) -> bool:
+        if not super()._ready():
+            return False
         for port in self.ports:
             client = _node(port)
-            info = client.execute_command("CLUSTER INFO")
-            if info["cluster_state"] != "ok" or int(info["cluster_known_nodes"]) != 6:
-                return False
             nodes = client.execute_command("CLUSTER NODES").values()
             if sum("slave" in node["flags"] for node in nodes) != 3:
                 return False  # every node sees three replicas
