@@ -22,7 +22,7 @@ from typing import Any
 
 from cacheplug.serializers import ATOMS, Serializer, dump_rows
 
-__all__ = ("FIELDS", "decode", "encode")
+__all__ = ("FIELDS", "decode", "encode", "encode_atoms")
 
 #: fields per record: op, key, value, expires_at, tags, version
 FIELDS = 6
@@ -42,6 +42,25 @@ def _pack(cols: list[list[Any]]) -> tuple[Any, ...]:
     op_col: Any = ops[0] if ops.count(ops[0]) == n else ops
     tag_col: Any = () if tags.count(()) == n else tags
     return (op_col, keys, values, exps, tag_col, versions)
+
+
+def encode_atoms(
+    fields: list[Any], start: int, stop: int, dumps_atoms: Callable[[Any], bytes] | None
+) -> bytes | None:
+    """Encode records ``start .. stop - 1`` with *dumps_atoms* if every value is an atom.
+
+    :returns: the payload, or None when the batch needs :func:`encode` (a value that is
+        not an atom, an unpicklable key or tag, or no *dumps_atoms*).
+    """
+    if dumps_atoms is None:
+        return None
+    cols = _columns(fields, start, stop)
+    if not ATOMS.issuperset(map(type, cols[2])):
+        return None
+    try:
+        return dumps_atoms(_pack(cols))
+    except Exception:
+        return None
 
 
 def encode(

@@ -10,8 +10,9 @@ A segment ``wal-<first_seq:020d>.log`` is a header followed by frames (little-en
             32 bytes  HMAC-SHA256(wal key, frame header + payload)
 
 The payload holds the records as six columns (see :mod:`cacheplug._columns`). An
-appended batch is written as one or more frames (at most
-``FRAME_ROWS`` records each); a frame's records carry the sequence numbers
+appended batch is written as one or more frames: up to ``ATOM_FRAME_ROWS`` records each
+when the pickle serializer has only plain atoms to encode, else up to ``FRAME_ROWS``.
+The reader takes frames of any size. A frame's records carry the sequence numbers
 ``first_seq .. first_seq + count - 1``.
 A record's wall-clock expiry is ``expires_at + time_offset``: the runtime logs its
 monotonic expiry times as they are and converts the whole batch with one offset. A
@@ -43,6 +44,10 @@ FRAME_HEADER = struct.Struct("<IQId")
 FRAME_OVERHEAD = FRAME_HEADER.size + MAC_SIZE
 #: records per frame: keeps each ``dumps`` small (pickle's memo slows down as it grows)
 FRAME_ROWS = 4096
+#: records per frame when every value is a plain atom (encoded without the memo, so big
+#: frames cost nothing more per record), unless the payload passes MAX_ATOM_FRAME_BYTES
+ATOM_FRAME_ROWS = 1 << 16
+MAX_ATOM_FRAME_BYTES = 64 << 20
 _INF = float("inf")
 _SEGMENT_RE = re.compile(r"wal-(\d{1,20})\.log")
 

@@ -7,7 +7,6 @@ under its lock only while it holds the writer lock.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -74,6 +73,8 @@ class WalWriter:
         self._timer = timer
         #: the open segment's file descriptor (None until the first append) and first seq
         self.fd: int | None = None
+        #: the open segment's size (None: unknown), where a failed write truncates back to
+        self._end: int | None = 0
         self.first = 0
         self.next_seq = 1
         self.last_fsync_seq = 0
@@ -101,11 +102,28 @@ class WalWriter:
         """
         first = seq = self.next_seq
         parts: list[bytes] = []
-        for start in range(0, count, _wal.FRAME_ROWS):
+        start = 0
+        big_frames = self._dumps_atoms is not None
+        while start < count:
+            # Plain-atom records go out in big frames: each frame costs an HMAC, and
+            # hashlib releases the GIL for it, after which this thread waits a whole
+            # switch interval (5 ms) to get it back while the writers fill the buffer.
+            if big_frames:
+                stop = min(start + _wal.ATOM_FRAME_ROWS, count)
+                payload = _columns.encode_atoms(fields, start, stop, self._dumps_atoms)
+                if payload is not None and len(payload) <= _wal.MAX_ATOM_FRAME_BYTES:
+                    parts.extend(
+                        _wal.frame_parts(payload, seq, stop - start, self._keys, time_offset)
+                    )
+                    seq += stop - start
+                    start = stop
+                    continue
+                big_frames = False  # not all atoms, or too big: do not try again per frame
+            stop = min(start + _wal.FRAME_ROWS, count)
             payload, n = _columns.encode(
                 fields,
                 start,
-                min(start + _wal.FRAME_ROWS, count),
+                stop,
                 self._serializer,
                 dumps_atoms=self._dumps_atoms,
                 on_error=self.note_unpicklable,
@@ -114,19 +132,28 @@ class WalWriter:
             if n:
                 parts.extend(_wal.frame_parts(payload, seq, n, self._keys, time_offset))
                 seq += n
+            start = stop
         if seq == first:
             return first - 1
         fd = self.fd
         if fd is None:
             fd = self._open(self.next_seq)
-        start = os.lseek(fd, 0, os.SEEK_END)
+        # Tracked, not asked for with lseek: every syscall releases the GIL, and getting
+        # it back from busy writers takes this thread a switch interval.
+        end = self._end
+        if end is None:
+            end = os.lseek(fd, 0, os.SEEK_END)
         try:
             size = write_parts(fd, parts)
         except OSError:
             # Do not leave a torn frame that later frames would sit behind.
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, start)
+            try:
+                os.ftruncate(fd, end)
+                self._end = end
+            except OSError:
+                self._end = None  # the size is unknown now: ask the file next time
             raise
+        self._end = end + size
         self.next_seq = seq
         self.bytes += size
         self.records += seq - first
@@ -197,6 +224,7 @@ class WalWriter:
             fsync_dir(self._state_dir)
             self.segments += 1
             self.bytes += _wal.SEGMENT_HEADER_SIZE
+        self._end = os.lseek(fd, 0, os.SEEK_END)  # where the next frame goes
         self.fd = fd
         self.first = first
         return fd

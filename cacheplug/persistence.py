@@ -291,7 +291,9 @@ class StateStore:
         logs its first *count* records (default: all) without a tuple or any Python code
         per record; the caller then removes them. A ``touch`` record's value, which
         replay ignores, is set to None in *fields*. The batch goes to disk with one
-        ``writev`` (and at most one fsync), in frames of up to 4,096 records.
+        ``writev`` (and at most one fsync), in frames of up to 65,536 records when the
+        default serializer has only plain atoms (str, bytes, numbers, None) to encode, else
+        of up to 4,096.
 
         A ``set`` whose value cannot be serialized is logged as a ``delete`` of its key
         (so an older value cannot come back), counted in ``stats().unpicklable`` and

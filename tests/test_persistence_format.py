@@ -202,21 +202,82 @@ def test_an_older_wal_format_names_both_versions_and_is_set_aside(tmp_path: Path
 # -- WAL frames -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("atoms", [True, False], ids=["atom-values", "list-values"])
 def test_a_big_append_spans_several_frames_and_a_torn_one_keeps_the_prefix(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, atoms: bool
 ) -> None:
-    n = 2 * _wal.FRAME_ROWS + 100
+    # Atom values go out in frames of ATOM_FRAME_ROWS (made small here), others in
+    # frames of FRAME_ROWS (pickled with the memo).
+    monkeypatch.setattr(_wal, "ATOM_FRAME_ROWS", 1000)
+    rows = 1000 if atoms else _wal.FRAME_ROWS
+    n = 2 * rows + 100
     with writer(tmp_path) as store:
-        assert store.append([Record("set", f"k{i}", i) for i in range(n)]) == n
+        records = [Record("set", f"k{i}", i if atoms else [i]) for i in range(n)]
+        assert store.append(records) == n
     (_, seg), *_ = _wal.list_segments(tmp_path)
     frames = list(_wal.WalReader(tmp_path, derive_keys(SECRET), None))
-    assert [f.count for f in frames] == [_wal.FRAME_ROWS, _wal.FRAME_ROWS, 100]
+    assert [f.count for f in frames] == [rows, rows, 100]
     assert len(reload(tmp_path).entries) == n
     # a crash in the middle of that one write: the last frame is torn
     with open(seg, "r+b") as f:
         f.truncate(seg.stat().st_size - 10)
     result = reload(tmp_path)
-    assert [e.key for e in result.entries] == [f"k{i}" for i in range(2 * _wal.FRAME_ROWS)]
+    assert [e.key for e in result.entries] == [f"k{i}" for i in range(2 * rows)]
+
+
+def test_an_append_of_atoms_is_one_frame_up_to_atom_frame_rows(tmp_path: Path) -> None:
+    n = _wal.FRAME_ROWS + 500
+    assert n <= _wal.ATOM_FRAME_ROWS
+    clock = FakeClock(NOW)
+    with writer(tmp_path, clock=clock) as store:
+        store.append([Record("set", f"k{i}", f"v{i}", NOW + 1 + i, (), i + 1) for i in range(n)])
+    frames = list(_wal.WalReader(tmp_path, derive_keys(SECRET), None))
+    assert [(f.first_seq, f.count) for f in frames] == [(1, n)]
+    result = reload(tmp_path, clock=clock)
+    assert [(e.key, e.value, e.version) for e in result.entries] == [
+        (f"k{i}", f"v{i}", i + 1) for i in range(n)
+    ]
+
+
+def test_one_value_that_is_not_an_atom_sends_the_batch_to_frame_rows(tmp_path: Path) -> None:
+    n = 2 * _wal.FRAME_ROWS + 100
+    values: list[object] = [f"v{i}" for i in range(n)]
+    values[_wal.FRAME_ROWS + 7] = {"not": "an atom"}
+    with writer(tmp_path) as store:
+        store.append([Record("set", f"k{i}", values[i]) for i in range(n)])
+    frames = list(_wal.WalReader(tmp_path, derive_keys(SECRET), None))
+    assert [f.count for f in frames] == [_wal.FRAME_ROWS, _wal.FRAME_ROWS, 100]
+    assert [e.value for e in reload(tmp_path).entries] == values
+
+
+def test_atom_frames_over_the_byte_cap_fall_back_to_frame_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_wal, "MAX_ATOM_FRAME_BYTES", 1000)
+    n = _wal.FRAME_ROWS + 10
+    with writer(tmp_path) as store:
+        store.append([Record("set", f"k{i}", i) for i in range(n)])
+    frames = list(_wal.WalReader(tmp_path, derive_keys(SECRET), None))
+    assert [f.count for f in frames] == [_wal.FRAME_ROWS, 10]
+    assert len(reload(tmp_path).entries) == n
+
+
+def test_a_flipped_byte_in_a_big_frame_stops_replay_before_it(tmp_path: Path) -> None:
+    with writer(tmp_path) as store:
+        store.append([Record("set", f"a{i}", i) for i in range(10)])
+        store.append([Record("set", f"b{i}", i) for i in range(5000)])
+        store.append([Record("set", f"c{i}", i) for i in range(10)])
+    frames = list(_wal.WalReader(tmp_path, derive_keys(SECRET), None))
+    assert [f.count for f in frames] == [10, 5000, 10]
+    big = frames[1]
+    with open(big.path, "r+b") as f:
+        f.seek(big.offset + _wal.FRAME_HEADER.size + len(big.payload) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x01]))
+    result = reload(tmp_path)
+    assert [e.key for e in result.entries] == [f"a{i}" for i in range(10)]
+    assert any("corrupt" in w for w in result.warnings)
 
 
 def test_time_offset_turns_monotonic_expiry_into_wall_clock(tmp_path: Path) -> None:
