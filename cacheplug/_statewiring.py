@@ -1,9 +1,11 @@
 """The persistence wiring of ``CachePlug``: state store, write-ahead-log buffer, snapshots.
 
-``CachePlug`` inherits :class:`StateWiring`. The cache listener
-(``CachePlug._on_cache_event``) appends each logged write to ``_wal_buffer`` and calls
-``_wal_kick`` itself, so the write path costs no extra call; everything after that
-(draining the buffer into the store, snapshots, taking over as writer) is here.
+``CachePlug`` inherits :class:`StateWiring`. ``_wal_buffer`` is the cache's journal
+(:meth:`ShardedTTLCache.set_journal`): the cache appends each logged write to it under
+the lock that ordered the write, so the log replays writes in the order they were
+applied. The cache listener (``CachePlug._on_cache_event``) then calls ``_wal_kick``;
+everything after that (draining the buffer into the store, snapshots, taking over as
+writer) is here.
 """
 
 from __future__ import annotations
@@ -133,7 +135,8 @@ class StateWiring:
         if self.config["fsync"] == "always":
             # group commit: each writer drains, and whoever drains writes everyone's records
             self._wal_kick = self._drain_wal
-        self._wal_buffer = []  # from now on the listener logs changes
+        self._wal_buffer = []
+        self.cache.set_journal(self._wal_buffer)  # from now on the cache logs changes
         seconds = time.perf_counter() - started
         logger.info(
             "cacheplug %r loaded %d entries from %s in %.3fs",

@@ -78,6 +78,23 @@ MAX_SHARDS = 1024
 #: (nothing). Fields not filled are None, 0 or ().
 CacheListener = Callable[[str, Any, Any, int, "float | None", "tuple[Hashable, ...]"], None]
 
+#: A list the cache appends every ``set``, ``touch``, ``delete``, ``invalidate_tags`` and
+#: ``clear`` to, six fields a record laid end to end (``event, key, value, expires_at,
+#: tags, version``), under the lock that ordered the write: its order is the order the
+#: writes were applied in, which the listener's, called after the lock, is not. The
+#: runtime's write-ahead log reads it (see :meth:`ShardedTTLCache.set_journal`).
+Journal = list
+
+
+def _delete_record(key: Hashable) -> tuple[Any, ...]:
+    return ("delete", key, None, None, (), 0)
+
+
+def _touch_record(item: _Item, expires_at: float) -> tuple[Any, ...]:
+    # A touch's value is never replayed: the log does not carry it.
+    expiry = _public_expiry(expires_at)
+    return ("touch", item[_KEY], None, expiry, _tag_names(item[_GENS]), item[_VERSION])
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -170,6 +187,7 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
         self._ttl = math.inf if ttl is None else float(ttl)
         self._timer = timer
         self._listener = listener
+        self._journal: Journal | None = None
         self._refresher = Refresher(refresh_executor)
         self._rng = rng if rng is not None else random.random
         self._backoff = retry_backoff if retry_backoff is not None else Backoff()
@@ -216,6 +234,15 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
     def set_listener(self, listener: CacheListener | None) -> None:
         """Install (or remove, with None) the write listener. Used by the runtime."""
         self._listener = listener
+
+    def set_journal(self, journal: Journal | None) -> None:
+        """Install (or remove, with None) the write journal (see :data:`Journal`).
+
+        Records are appended with one ``list.extend`` each while the write's lock is
+        held; the reader takes whole records from the front (``del journal[:n]``).
+        Used by the runtime's write-ahead log.
+        """
+        self._journal = journal
 
     # -- reads --------------------------------------------------------------------------
 
@@ -387,6 +414,12 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
                 shard.sets += 1
             else:
                 item, evicted = self._store_locked(shard, key, value, expires_at, gens, now, None)
+            journal = self._journal
+            if journal is not None:
+                if item is not None:
+                    journal.extend(("set", key, value, expires_at, tags, item[_VERSION]))
+                elif removed is not None:
+                    journal.extend(_delete_record(key))
         listener = self._listener
         if listener is not None:
             if evicted is not None:
@@ -418,6 +451,10 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
                 item[_EXPIRES] = expires_at  # one store: readers see the old or the new
             else:
                 self._unlink_locked(shard, key)
+            if self._journal is not None:
+                self._journal.extend(
+                    _touch_record(item, expires_at) if expires_at > now else _delete_record(key)
+                )
         if self._listener is not None:
             if expires_at > now:
                 self._notify("touch", item)
@@ -451,6 +488,8 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
                 shard.deletes += 1
                 if shard.holes > 32 and shard.holes > shard.size:
                     shard.maybe_compact()
+                if self._journal is not None:
+                    self._journal.extend(_delete_record(key))
         if item is None:
             if self._on_miss is not None:  # other processes and Redis may still hold it
                 self._on_miss.deleted(key)
@@ -482,6 +521,8 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
             gens = self._tag_gens
             for tag in tags:
                 gens[tag] = gens.get(tag, 0) + 1
+            if self._journal is not None:
+                self._journal.extend(("invalidate_tags", None, None, None, tags, 0))
         if self._listener is not None:
             self._listener("invalidate_tags", None, None, 0, None, tags)
 
@@ -496,6 +537,8 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
                 shard.hand = shard.size = shard.holes = 0
                 for flight in shard.flights.values():
                     flight.stale = True
+            if self._journal is not None:
+                self._journal.extend(("clear", None, None, None, (), 0))
         finally:
             for shard in reversed(self._shards):
                 shard.lock.release()

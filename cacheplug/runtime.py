@@ -220,6 +220,8 @@ class CachePlug(StateWiring):
             if self._store is not None:
                 self._save_snapshot()
                 self._store.close()
+                self.cache.set_journal(None)  # later writes are not logged: none piles up
+                self._wal_buffer = None
 
     async def astart(self) -> CachePlug:
         """:meth:`start` without blocking the event loop (loading runs in a thread)."""
@@ -414,16 +416,11 @@ class CachePlug(StateWiring):
         tags: tuple[Hashable, ...],
     ) -> None:
         """The cache's listener: runs in the writing thread, right after the write."""
-        wal = self._wal_buffer
-        if wal is not None and event in _LOGGED:
-            # Buffered in write order, in Record field order; the times stay on the
-            # cache's timer (the worker converts a batch with one offset). The buffer,
-            # not the worker queue, holds the order: a task run inline under back-pressure
-            # could overtake queued ones, and a "set" replayed after its "delete" would
-            # resurrect the key.
-            wal.extend((event, key, value, expires_at, tags, version))
-            if not self._wal_scheduled:
-                self._wal_kick()  # schedule a drain, or drain now under fsync="always"
+        # The cache has already put the record into _wal_buffer (its journal), under
+        # the lock that ordered the write; here, outside every lock, a drain is
+        # scheduled, or run now under fsync="always".
+        if not self._wal_scheduled and self._wal_buffer is not None and event in _LOGGED:
+            self._wal_kick()
         tier = self._tier
         if tier is not None:
             tier.on_cache_event(event, key, value, version, expires_at, tags)

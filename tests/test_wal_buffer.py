@@ -126,3 +126,44 @@ def test_a_failed_write_is_cut_off_and_the_next_frame_follows_the_last_good_one(
     (_, seg), *_ = _wal.list_segments(tmp_path)
     assert seg.stat().st_size == frames[1].offset + _wal.FRAME_OVERHEAD + len(frames[1].payload)
     assert load(tmp_path) == {"b": 3}
+
+
+@pytest.mark.parametrize("second", ["delete", "set"])
+def test_the_log_keeps_the_order_writes_were_applied_in_even_when_listeners_lag(
+    tmp_path: Path, second: str
+) -> None:
+    # Thread A writes "k" first, but its listener call is held up (a slow tier, a
+    # preempted thread); thread B's later write to "k" reaches its listener first. The
+    # log must still replay A's write before B's: the records are buffered under the
+    # shard lock that ordered the two writes, not in the listeners.
+    plug = CachePlug(state_dir=tmp_path, secret=SECRET, fsync="never")
+    plug.start()
+    listener = plug._on_cache_event
+    a_written, b_notified = threading.Event(), threading.Event()
+
+    def lagging_listener(event: str, key: object, value: object, *rest: object) -> None:
+        if value == "from-a":
+            a_written.set()
+            assert b_notified.wait(5)
+        elif key == "k":
+            b_notified.set()
+        listener(event, key, value, *rest)
+
+    plug.cache.set_listener(lagging_listener)
+    try:
+        a = threading.Thread(target=plug.cache.set, args=("k", "from-a"))
+        a.start()
+        assert a_written.wait(5)
+        if second == "delete":
+            plug.cache.delete("k")
+        else:
+            plug.cache.set("k", "from-b")
+        a.join(5)
+        assert plug.worker.flush(5)
+        plug._drain_wal()
+        expected = {"k": "from-b"} if second == "set" else {}
+        assert dict(plug.cache.items()) == expected
+        # a second process reads the log (the close() snapshot would hide its order)
+        assert load(tmp_path) == expected
+    finally:
+        plug.close()
