@@ -44,15 +44,22 @@ import os, sys, time
 from cacheplug.persistence import Record, StateStore
 state_dir, prefix, count, meet = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 store = StateStore(state_dir, fsync="never")
-print("writer", store.acquire_writer(), flush=True)
+writer = store.acquire_writer()
+print("writer", writer, flush=True)
 open(os.path.join(meet, prefix), "w").close()
 deadline = time.monotonic() + 20
 while len(os.listdir(meet)) < 2:  # both have tried the lock before anyone writes
     if time.monotonic() > deadline:
         sys.exit("the other process never started")
     time.sleep(0.01)
+dropped = os.path.join(meet, "dropped")
+while writer and not os.path.exists(dropped):  # the reader tries to write while we hold on
+    if time.monotonic() > deadline:
+        sys.exit("the other process never tried to write")
+    time.sleep(0.01)
 while not store.try_become_writer():
     store.append([Record("set", f"{prefix}dropped", 0)])
+    open(dropped, "w").close()
     if time.monotonic() > deadline:
         sys.exit("never became the writer")
     time.sleep(0.01)
