@@ -263,3 +263,31 @@ def test_a_delete_not_yet_in_redis_is_not_undone_by_an_l2_read(pair):
     sync(a)
     assert a.cache.get("k") == "new"
     assert a.cache.get("j") is None
+
+
+def test_a_plug_with_the_tier_and_a_state_dir_logs_and_shares_every_write(pair, tmp_path):
+    # Both consumers of a write at once: the write-ahead log (fed under the cache's
+    # locks) and the tier (fed by the listener after them).
+    a = pair(state_dir=tmp_path / "a")
+    b = pair()
+    a.cache.set("kept", {"v": 1}, ttl=60, tags=("t1",))
+    a.cache.set("gone", "x", ttl=60)
+    a.cache.set("tagged", "y", ttl=60, tags=("t2",))
+    a.cache.delete("gone")
+    a.invalidate_tags("t2")
+    a.cache.touch("kept", 120)
+    sync(a)
+    assert _eventually(lambda: b.stats().tier.applied >= a.stats().tier.published)
+    assert b.cache.get("kept") == {"v": 1}  # through L2
+    assert b.cache.get("gone") is None
+    assert b.cache.get("tagged") is None
+    assert a.stats().persistence.last_seq == 6  # every write logged, once
+    a.close()
+    reloaded = CachePlug(state_dir=tmp_path / "a", secret="s3cret", sweep_interval=0).start()
+    try:
+        assert dict(reloaded.cache.items()) == {"kept": {"v": 1}}
+        entry = reloaded.cache.get_entry("kept")
+        assert entry is not None
+        assert entry.expires_at - reloaded.cache.timer() > 60  # the touch was logged too
+    finally:
+        reloaded.close()
