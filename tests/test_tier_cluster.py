@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -32,6 +33,7 @@ from cacheplug import CachePlug  # noqa: E402
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
 
 SLOTS = 16384
+C = TypeVar("C", bound="LocalCluster")
 
 
 def _cluster_port() -> int:
@@ -165,16 +167,23 @@ def _node(port: int) -> redis.Redis:
     return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
+def running(kind: type[C]) -> Iterator[C]:
+    """Start a cluster of ``kind`` for a fixture to yield, and stop it after; or skip."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed: cannot start a local Redis Cluster")
-    nodes = LocalCluster(binary)
+    if kind.replicas and shutil.which("redis-cli") is None:
+        pytest.skip("redis-cli is not installed: cannot create a cluster with replicas")
+    nodes = kind(binary)
     try:
         yield nodes.start()
     finally:
         nodes.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    yield from running(LocalCluster)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ promoted replica through the rest of the cluster.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import threading
 import uuid
@@ -28,6 +27,7 @@ from tests.test_tier_cluster import (  # noqa: E402
     _eventually,
     _node,
     _received_all,
+    running,
     started_plugs,
     sync,
 )
@@ -79,14 +79,7 @@ class ReplicatedCluster(LocalCluster):
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ReplicatedCluster]:
-    binary = shutil.which("redis-server")
-    if binary is None or shutil.which("redis-cli") is None:
-        pytest.skip("redis-server and redis-cli are needed to start a local Redis Cluster")
-    nodes = ReplicatedCluster(binary)
-    try:
-        yield nodes.start()
-    finally:
-        nodes.stop()
+    yield from running(ReplicatedCluster)
 
 
 @pytest.fixture
