@@ -11,7 +11,6 @@ promoted replica through the rest of the cluster.
 from __future__ import annotations
 
 import signal
-import threading
 import uuid
 from collections.abc import Iterator
 
@@ -27,6 +26,7 @@ from tests.test_tier_cluster import (  # noqa: E402
     _eventually,
     _node,
     _received_all,
+    assert_loaded_once_across,
     running,
     started_plugs,
     sync,
@@ -203,37 +203,7 @@ def test_the_plugs_ride_out_a_failover_of_the_namespace_master(cluster, setup, p
     assert a.cache.get("p2") is None
 
     # A distributed get_or_set runs the factory once across both plugs.
-    started, release = threading.Event(), threading.Event()
-    calls: list[str] = []
-    results: dict[str, object] = {}
-
-    def slow_load() -> dict[str, str]:
-        calls.append("a")
-        started.set()
-        assert release.wait(10)
-        return {"loaded_by": "a"}
-
-    def other_load() -> dict[str, str]:
-        calls.append("b")
-        return {"loaded_by": "b"}
-
-    runs_before = a.stats().tier.factory_runs, b.stats().tier.factory_runs
-    holder = threading.Thread(target=lambda: results.update(a=a.get_or_set("report", slow_load)))
-    waiter = threading.Thread(target=lambda: results.update(b=b.get_or_set("report", other_load)))
-    holder.start()
-    try:
-        assert started.wait(10)  # a holds the lease on the promoted master
-        waiter.start()
-        assert _eventually(lambda: b.stats().tier.lock_waits >= 1)
-    finally:
-        release.set()
-        holder.join(10)
-        if waiter.ident is not None:
-            waiter.join(10)
-    assert results == {"a": {"loaded_by": "a"}, "b": {"loaded_by": "a"}}
-    assert calls == ["a"]
-    runs_after = a.stats().tier.factory_runs, b.stats().tier.factory_runs
-    assert (runs_after[0] - runs_before[0], runs_after[1] - runs_before[1]) == (1, 0)
+    assert_loaded_once_across(a, b, "report")
 
     # No Redis errors once recovered.
     assert (a.stats().tier.errors, b.stats().tier.errors) == errors_before
