@@ -37,7 +37,7 @@ class _BulkMixin:
     _shards: list[_Shard]
     _timer: Callable[[], float]
     _listener: Any
-    _journal: list[Any] | None
+    _journal: Callable[[tuple[Any, ...]], object] | None
     _hidden: tuple[tuple[Callable[[str], Any], int], ...]
 
     def delete_matching(self, pattern: str, *, defer: bool = False) -> int:
@@ -85,7 +85,7 @@ class _BulkMixin:
                         shard.deletes += 1
                         removed.append(item[_KEY])
                         if self._journal is not None:
-                            self._journal.extend(("delete", item[_KEY], None, None, (), 0))
+                            self._journal(("delete", item[_KEY], None, None, (), 0))
                 shard.maybe_compact()
         if self._listener is not None:
             for key in removed:

@@ -74,7 +74,7 @@ class _LoadingMixin:
     # Set by ShardedTTLCache.__init__; declared here for readers and type checkers.
     _data: dict[Hashable, _Item]
     _timer: Callable[[], float]
-    _journal: list[Any] | None
+    _journal: Callable[[tuple[Any, ...]], object] | None
     _rng: Callable[[], float]
     _backoff: Backoff
     _refresher: Refresher
@@ -279,7 +279,7 @@ class _LoadingMixin:
                     )
                     item[_META] = meta
                     if self._journal is not None:
-                        self._journal.extend(("set", key, stored, expires_at, tags, item[_VERSION]))
+                        self._journal(("set", key, stored, expires_at, tags, item[_VERSION]))
         flight.resolve(value, error, retry)
         if self._listener is not None:
             if evicted is not None:

@@ -42,6 +42,7 @@ class StateWiring:
     cache: ShardedTTLCache
     worker: DeferredWorker
     bus: EventBus
+    _tier: Any  # the Redis tier, or None
 
     def _init_state_wiring(self) -> None:
         self._store: Any = None
@@ -81,6 +82,20 @@ class StateWiring:
                 del buffer[:size]  # records added meanwhile sit after `size`: kept
             if store.needs_compaction:
                 self._save_snapshot()
+
+    def _install_journal(self) -> None:
+        """Hand the cache its journal: the WAL buffer's ``extend``, the tier's ``record``."""
+        log = None if self._wal_buffer is None else self._wal_buffer.extend
+        share = None if self._tier is None else self._tier.record
+        if log is None or share is None:
+            self.cache.set_journal(log or share)
+            return
+
+        def journal(record: tuple[Any, ...]) -> None:
+            log(record)
+            share(record)
+
+        self.cache.set_journal(journal)
 
     def _wall_offset(self) -> float:
         """Add this to a cache-timer time to get wall-clock time (saved state is wall-clock)."""
@@ -136,7 +151,7 @@ class StateWiring:
             # group commit: each writer drains, and whoever drains writes everyone's records
             self._wal_kick = self._drain_wal
         self._wal_buffer = []
-        self.cache.set_journal(self._wal_buffer)  # from now on the cache logs changes
+        self._install_journal()  # from now on the cache logs changes
         seconds = time.perf_counter() - started
         logger.info(
             "cacheplug %r loaded %d entries from %s in %.3fs",

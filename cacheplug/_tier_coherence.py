@@ -52,6 +52,7 @@ class TierCoherence:
         self._lost_mark = -1  # subscriber.lost when the breaker opened (-1: unknown)
         self._submit = submit
         self._buffer: list[tuple[Any, ...]] = []
+        self._flush_due = False  # ops queued and no flush submitted for them yet
         self._buffer_lock = threading.Lock()
         self._flush_lock = threading.RLock()  # one batch at a time, in order
         self._pending: dict[Hashable, int] = {}  # keys with writes not yet in Redis
@@ -61,20 +62,18 @@ class TierCoherence:
         self._missed_tags: set[Hashable] = set()
         self._missed_all = False
 
-    # -- the cache listener: local writes -----------------------------------------------
+    # -- the cache journal: local writes ------------------------------------------------
 
-    def on_cache_event(
-        self,
-        event: str,
-        key: Any,
-        value: Any,
-        version: int,
-        expires_at: float | None,
-        tags: tuple[Hashable, ...],
-    ) -> None:
-        """Queue a local write for Redis and for the other processes. Cheap; never raises."""
-        if event == "evict" or event == "expire" or _remote.get():
-            return  # local decisions, or a change that came from Redis
+    def record(self, record: tuple[Any, ...]) -> None:
+        """Queue a local write for Redis and the other processes (the cache's journal).
+
+        Called with the cache's lock for the write held, so one key's ops are queued in
+        the order its writes were applied; :meth:`kick` sends them after the lock.
+        Cheap; never raises.
+        """
+        if _remote.get():
+            return  # a change that came from Redis
+        event, key, value, expires_at, tags, _ = record
         if event == "set":
             if value.__class__ is CachedError:
                 # A negatively cached exception stays in this process (it is a pickled
@@ -93,7 +92,15 @@ class TierCoherence:
             op = ("clear",)
         else:
             return
-        self.enqueue(op)
+        self._queue(op)
+
+    def kick(self) -> None:
+        """Send what :meth:`record` queued: now with ``write_through``, else on the worker."""
+        if self.write_through:
+            self.flush()
+        elif self._flush_due:
+            self._flush_due = False
+            self._submit(self.flush)
 
     def delete_matching(self, pattern: str) -> None:
         """Delete every str key matching the glob ``pattern`` in Redis and in every process."""
@@ -101,6 +108,10 @@ class TierCoherence:
 
     def enqueue(self, op: tuple[Any, ...]) -> None:
         """Register ``op`` as pending (fills must not race it) and send it."""
+        self._queue(op)
+        self.kick()
+
+    def _queue(self, op: tuple[Any, ...]) -> None:
         with self._buffer_lock:
             if op[0] in _KEY_OPS:
                 key = op[1]
@@ -110,11 +121,8 @@ class TierCoherence:
                 self._pending_global += 1
                 self._bump(None)
             self._buffer.append(op)
-            first = len(self._buffer) == 1
-        if self.write_through:
-            self.flush()
-        elif first:
-            self._submit(self.flush)
+            if len(self._buffer) == 1:
+                self._flush_due = True  # the first op of a batch: kick() submits a flush
 
     def flush(self) -> None:
         """Send everything buffered to Redis in one pipeline; runs on the worker."""

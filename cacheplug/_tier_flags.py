@@ -1,4 +1,4 @@
-"""The Redis tier's context-local flags: which changes the listener must not publish.
+"""The Redis tier's context-local flags: which changes the tier must not publish.
 
 Context-local, so a flag set in one thread or asyncio task never affects another.
 """
@@ -9,7 +9,7 @@ import contextvars
 
 __all__ = ("local_only", "remote", "scoped")
 
-#: set while applying a remote invalidation or a fill: the listener must not publish it
+#: set while applying a remote invalidation or a fill: the tier must not publish it
 remote: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "cacheplug_tier_remote", default=False
 )

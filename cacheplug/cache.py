@@ -78,12 +78,14 @@ MAX_SHARDS = 1024
 #: (nothing). Fields not filled are None, 0 or ().
 CacheListener = Callable[[str, Any, Any, int, "float | None", "tuple[Hashable, ...]"], None]
 
-#: A list the cache appends every ``set``, ``touch``, ``delete``, ``invalidate_tags`` and
-#: ``clear`` to, six fields a record laid end to end (``event, key, value, expires_at,
-#: tags, version``), under the lock that ordered the write: its order is the order the
-#: writes were applied in, which the listener's, called after the lock, is not. The
-#: runtime's write-ahead log reads it (see :meth:`ShardedTTLCache.set_journal`).
-Journal = list
+#: ``journal(record)``, called with every ``set``, ``touch``, ``delete``,
+#: ``invalidate_tags`` and ``clear`` as one tuple ``(event, key, value, expires_at, tags,
+#: version)`` while the lock that ordered the write is held: the order of its calls is
+#: the order the writes were applied in, which the listener's, called after the lock,
+#: is not. A ``touch`` carries no value. It must be quick and must not touch the cache
+#: (the runtime passes ``list.extend`` of its write-ahead-log buffer and the Redis
+#: tier's ``record``). See :meth:`ShardedTTLCache.set_journal`.
+Journal = Callable[[tuple[Any, ...]], object]
 
 
 def _delete_record(key: Hashable) -> tuple[Any, ...]:
@@ -238,9 +240,8 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
     def set_journal(self, journal: Journal | None) -> None:
         """Install (or remove, with None) the write journal (see :data:`Journal`).
 
-        Records are appended with one ``list.extend`` each while the write's lock is
-        held; the reader takes whole records from the front (``del journal[:n]``).
-        Used by the runtime's write-ahead log.
+        Used by the runtime: its write-ahead log and its Redis tier must see one key's
+        writes in the order they were applied.
         """
         self._journal = journal
 
@@ -417,9 +418,9 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
             journal = self._journal
             if journal is not None:
                 if item is not None:
-                    journal.extend(("set", key, value, expires_at, tags, item[_VERSION]))
+                    journal(("set", key, value, expires_at, tags, item[_VERSION]))
                 elif removed is not None:
-                    journal.extend(_delete_record(key))
+                    journal(_delete_record(key))
         listener = self._listener
         if listener is not None:
             if evicted is not None:
@@ -452,7 +453,7 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
             else:
                 self._unlink_locked(shard, key)
             if self._journal is not None:
-                self._journal.extend(
+                self._journal(
                     _touch_record(item, expires_at) if expires_at > now else _delete_record(key)
                 )
         if self._listener is not None:
@@ -489,7 +490,7 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
                 if shard.holes > 32 and shard.holes > shard.size:
                     shard.maybe_compact()
                 if self._journal is not None:
-                    self._journal.extend(_delete_record(key))
+                    self._journal(_delete_record(key))
         if item is None:
             if self._on_miss is not None:  # other processes and Redis may still hold it
                 self._on_miss.deleted(key)
@@ -522,7 +523,7 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
             for tag in tags:
                 gens[tag] = gens.get(tag, 0) + 1
             if self._journal is not None:
-                self._journal.extend(("invalidate_tags", None, None, None, tags, 0))
+                self._journal(("invalidate_tags", None, None, None, tags, 0))
         if self._listener is not None:
             self._listener("invalidate_tags", None, None, 0, None, tags)
 
@@ -538,7 +539,7 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
                 for flight in shard.flights.values():
                     flight.stale = True
             if self._journal is not None:
-                self._journal.extend(("clear", None, None, None, (), 0))
+                self._journal(("clear", None, None, None, (), 0))
         finally:
             for shard in reversed(self._shards):
                 shard.lock.release()

@@ -127,6 +127,7 @@ class CachePlug(StateWiring):
         self.cache.set_listener(self._on_cache_event)
         if config["redis_url"] is not None:
             self._tier = self._build_tier()
+            self._install_journal()
 
     @classmethod
     def from_config(cls, mapping: Mapping[str, Any], *, prefix: str = "") -> CachePlug:
@@ -220,8 +221,8 @@ class CachePlug(StateWiring):
             if self._store is not None:
                 self._save_snapshot()
                 self._store.close()
-                self.cache.set_journal(None)  # later writes are not logged: none piles up
                 self._wal_buffer = None
+            self.cache.set_journal(None)  # later writes are neither logged nor shared
 
     async def astart(self) -> CachePlug:
         """:meth:`start` without blocking the event loop (loading runs in a thread)."""
@@ -416,14 +417,15 @@ class CachePlug(StateWiring):
         tags: tuple[Hashable, ...],
     ) -> None:
         """The cache's listener: runs in the writing thread, right after the write."""
-        # The cache has already put the record into _wal_buffer (its journal), under
-        # the lock that ordered the write; here, outside every lock, a drain is
-        # scheduled, or run now under fsync="always".
-        if not self._wal_scheduled and self._wal_buffer is not None and event in _LOGGED:
-            self._wal_kick()
-        tier = self._tier
-        if tier is not None:
-            tier.on_cache_event(event, key, value, version, expires_at, tags)
+        # The cache has already handed the write to the journal (the WAL buffer and the
+        # tier's queue) under the lock that ordered it; here, outside every lock, the
+        # WAL drain is scheduled (or run now under fsync="always") and the tier sends.
+        if event in _LOGGED:
+            if not self._wal_scheduled and self._wal_buffer is not None:
+                self._wal_kick()
+            tier = self._tier
+            if tier is not None:
+                tier.kick()
         signal = _SIGNALS[event]
         if signal.receivers:
             self._publish(signal, event, key, version, expires_at, tags)

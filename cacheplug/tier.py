@@ -148,7 +148,7 @@ class _MissHook:
     def deleted(self, key: Hashable) -> None:
         """A delete of a key this process does not hold: still delete it everywhere.
 
-        The cache calls no listener for a key it did not hold, so the tier hears it here.
+        The cache journals no delete for a key it did not hold, so the tier hears it here.
         """
         if not _remote.get():
             self.tier.enqueue(("del", key))

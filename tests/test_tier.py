@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 
 import pytest
 import redis
@@ -291,3 +292,34 @@ def test_a_plug_with_the_tier_and_a_state_dir_logs_and_shares_every_write(pair, 
         assert entry.expires_at - reloaded.cache.timer() > 60  # the touch was logged too
     finally:
         reloaded.close()
+
+
+@pytest.mark.parametrize("second", ["delete", "set"])
+def test_redis_gets_one_key_s_writes_in_the_order_they_were_applied(pair, second):
+    # Thread A writes "k" first, but its listener call lags behind thread B's later
+    # write to "k": Redis, and so every other process, must still end with B's write.
+    a, b = pair(), pair()
+    listener = a._on_cache_event
+    a_written, b_notified = threading.Event(), threading.Event()
+
+    def lagging_listener(event, key, value, *rest):
+        if value == "from-a":
+            a_written.set()
+            assert b_notified.wait(5)
+        elif key == "k":
+            b_notified.set()
+        listener(event, key, value, *rest)
+
+    a.cache.set_listener(lagging_listener)
+    writer = threading.Thread(target=a.cache.set, args=("k", "from-a"), kwargs={"ttl": 60})
+    writer.start()
+    assert a_written.wait(5)
+    if second == "delete":
+        a.cache.delete("k")
+    else:
+        a.cache.set("k", "from-b", ttl=60)
+    writer.join(5)
+    sync(a)
+    expected = None if second == "delete" else "from-b"
+    assert a.cache.get("k") == expected
+    assert b.cache.get("k") == expected  # a local miss in b: read through Redis
