@@ -26,6 +26,7 @@ from cacheplug._shard import (
     _VALUE,
     _VERSION,
     _VISITED,
+    _delete_record,
     _Item,
     _Shard,
 )
@@ -279,7 +280,11 @@ class _LoadingMixin:
                     )
                     item[_META] = meta
                     if self._journal is not None:
-                        self._journal(("set", key, stored, expires_at, tags, item[_VERSION]))
+                        gens = flight.gens
+                        if not gens or self._tags_current(gens):
+                            self._journal(("set", key, stored, expires_at, tags, item[_VERSION]))
+                        else:  # a tag was invalidated during the load: stored dead
+                            self._journal(_delete_record(key))
         flight.resolve(value, error, retry)
         if self._listener is not None:
             if evicted is not None:

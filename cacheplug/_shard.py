@@ -36,6 +36,17 @@ def _public_expiry(expires_at: float) -> float | None:
     return None if expires_at == math.inf else expires_at
 
 
+def _delete_record(key: Hashable) -> tuple[Any, ...]:
+    """The journal record of a delete (see ``cacheplug.cache.Journal``)."""
+    return ("delete", key, None, None, (), 0)
+
+
+def _touch_record(item: _Item, expires_at: float) -> tuple[Any, ...]:
+    """The journal record of a touch; it carries no value (replay never uses one)."""
+    expiry = _public_expiry(expires_at)
+    return ("touch", item[_KEY], None, expiry, _tag_names(item[_GENS]), item[_VERSION])
+
+
 class _Shard:
     """A write lock, a SIEVE queue and counters for one slice of the key space.
 

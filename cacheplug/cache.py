@@ -29,6 +29,7 @@ sampling); ``_shard`` holds the item layout and each shard's SIEVE queue.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import threading
@@ -52,11 +53,13 @@ from cacheplug._shard import (
     _VALUE,
     _VERSION,
     _VISITED,
+    _delete_record,
     _Gens,
     _Item,
     _public_expiry,
     _Shard,
     _tag_names,
+    _touch_record,
 )
 from cacheplug.errors import ConfigurationError, UnhashableKeyError
 from cacheplug.freshness import Backoff, Refresher, RefreshExecutor
@@ -86,16 +89,6 @@ CacheListener = Callable[[str, Any, Any, int, "float | None", "tuple[Hashable, .
 #: (the runtime passes ``list.extend`` of its write-ahead-log buffer and the Redis
 #: tier's ``record``). See :meth:`ShardedTTLCache.set_journal`.
 Journal = Callable[[tuple[Any, ...]], object]
-
-
-def _delete_record(key: Hashable) -> tuple[Any, ...]:
-    return ("delete", key, None, None, (), 0)
-
-
-def _touch_record(item: _Item, expires_at: float) -> tuple[Any, ...]:
-    # A touch's value is never replayed: the log does not carry it.
-    expiry = _public_expiry(expires_at)
-    return ("touch", item[_KEY], None, expiry, _tag_names(item[_GENS]), item[_VERSION])
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,9 +410,11 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
                 item, evicted = self._store_locked(shard, key, value, expires_at, gens, now, None)
             journal = self._journal
             if journal is not None:
-                if item is not None:
+                if item is not None and (not gens or self._tags_current(gens)):
                     journal(("set", key, value, expires_at, tags, item[_VERSION]))
-                elif removed is not None:
+                elif item is not None or removed is not None:
+                    # A delete (ttl <= 0), or a tag invalidated since gens were read: the
+                    # entry is dead here and must not come back in the log or elsewhere.
                     journal(_delete_record(key))
         listener = self._listener
         if listener is not None:
@@ -511,14 +506,17 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
             raise KeyError(key)
 
     def invalidate_tags(self, *tags: Hashable) -> None:
-        """Make every entry carrying any of ``tags`` read as a miss, in O(len(tags)).
+        """Make every entry carrying any of ``tags`` read as a miss, in O(len(tags) + shards).
 
         Nothing is scanned: each tag's generation goes up, and entries stored under an
         older generation are dead from now on. :meth:`expire` frees their memory.
         """
         if not tags:
             return
-        with self._tag_lock:
+        # Every shard lock, as clear() takes them: a write storing a tagged entry now
+        # sees the new generations before or after this, never between, so the journal
+        # records it on the side of the invalidation it was applied on.
+        with self._every_shard_locked(), self._tag_lock:
             gens = self._tag_gens
             for tag in tags:
                 gens[tag] = gens.get(tag, 0) + 1
@@ -529,9 +527,7 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
 
     def clear(self) -> None:
         """Remove every entry. Loads running now return their values but store nothing."""
-        for shard in self._shards:
-            shard.lock.acquire()
-        try:
+        with self._every_shard_locked():
             self._data.clear()
             for shard in self._shards:
                 shard.queue = []
@@ -540,9 +536,6 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
                     flight.stale = True
             if self._journal is not None:
                 self._journal(("clear", None, None, None, (), 0))
-        finally:
-            for shard in reversed(self._shards):
-                shard.lock.release()
         if self._listener is not None:
             self._listener("clear", None, None, 0, None, ())
 
@@ -623,6 +616,17 @@ class ShardedTTLCache(_LoadingMixin, _RefreshMixin, _BulkMixin, MutableMapping[H
         )
 
     # -- internals ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _every_shard_locked(self) -> Iterator[None]:
+        """Hold every shard lock, taken in shard order (the one order: no deadlock)."""
+        for shard in self._shards:
+            shard.lock.acquire()
+        try:
+            yield
+        finally:
+            for shard in reversed(self._shards):
+                shard.lock.release()
 
     def _shard_for(self, key: Hashable) -> _Shard:
         try:

@@ -167,3 +167,42 @@ def test_the_log_keeps_the_order_writes_were_applied_in_even_when_listeners_lag(
         assert load(tmp_path) == expected
     finally:
         plug.close()
+
+
+@pytest.mark.parametrize("how", ["get_or_set", "set"])
+def test_a_write_whose_tag_is_invalidated_while_it_is_stored_is_logged_as_dead(
+    tmp_path: Path, how: str
+) -> None:
+    # get_or_set stores under the tag generations it saw when the load started, so an
+    # invalidation during the load leaves the stored entry dead in memory; the log must
+    # not bring it back after a restart.
+    plug = CachePlug(state_dir=tmp_path, secret=SECRET, fsync="never")
+    plug.start()
+    try:
+        if how == "get_or_set":
+
+            def loader() -> str:
+                plug.invalidate_tags("product:1")  # the product changes during the load
+                return "computed-before-the-change"
+
+            assert plug.cache.get_or_set("k", loader, tags=("product:1",)) == (
+                "computed-before-the-change"
+            )
+        else:
+            plug.cache.set("k", "old", tags=("product:1",))
+            real = plug.cache._gens_for
+
+            def gens_then_invalidate(tags):  # the set read the generations, then lost the CPU
+                gens = real(tags)
+                plug.cache.invalidate_tags("product:1")
+                return gens
+
+            plug.cache._gens_for = gens_then_invalidate
+            plug.cache.set("k", "stored-as-the-tag-changed", tags=("product:1",))
+            del plug.cache._gens_for
+        assert plug.cache.get("k") is None  # dead in memory
+        assert plug.worker.flush(5)
+        plug._drain_wal()
+        assert load(tmp_path) == {}  # and dead after a restart
+    finally:
+        plug.close()
