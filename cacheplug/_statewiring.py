@@ -1,11 +1,11 @@
 """The persistence wiring of ``CachePlug``: state store, write-ahead-log buffer, snapshots.
 
-``CachePlug`` inherits :class:`StateWiring`. ``_wal_buffer`` is the cache's journal
-(:meth:`ShardedTTLCache.set_journal`): the cache appends each logged write to it under
-the lock that ordered the write, so the log replays writes in the order they were
-applied. The cache listener (``CachePlug._on_cache_event``) then calls ``_wal_kick``;
-everything after that (draining the buffer into the store, snapshots, taking over as
-writer) is here.
+``CachePlug`` inherits :class:`StateWiring`. The cache's journal
+(:meth:`ShardedTTLCache.set_journal`, installed by :meth:`StateWiring._install_journal`)
+appends each logged write to ``_wal_buffer`` under the lock that ordered the write, so
+the log replays writes in the order they were applied. The cache listener
+(``CachePlug._on_cache_event``) then calls ``_wal_kick``; everything after that
+(draining the buffer into the store, snapshots, taking over as writer) is here.
 """
 
 from __future__ import annotations
